@@ -1,0 +1,114 @@
+//! NATS connections and the contract's error replies.
+
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subject};
+use serde::{Deserialize, Serialize};
+use synergai_contract::headers::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use synergai_contract::{ErrorBody, ErrorCode, Subjects};
+
+/// NATS settings (`[nats]`, `SYNERGAI_NATS__*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated.
+    pub url: String,
+    /// Prefix before `synergai.v1` on every subject; empty in production, unique per test run.
+    pub subject_prefix: String,
+    /// How long one connection attempt may take, ms.
+    pub connect_timeout_ms: u64,
+    /// Keep retrying when the server is not up yet (useful when services start together).
+    pub retry_on_initial_connect: bool,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: String::new(),
+            connect_timeout_ms: 5_000,
+            retry_on_initial_connect: false,
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The subjects of this deployment.
+    pub fn subjects(&self) -> Subjects {
+        Subjects::with_prefix(&self.subject_prefix)
+    }
+}
+
+/// Why a NATS connection could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {source}")]
+pub struct NatsError {
+    url: String,
+    source: async_nats::ConnectError,
+}
+
+/// Connects as `client_name` (shown by `nats server report connections`).
+pub async fn connect(cfg: &NatsConfig, client_name: &str) -> Result<Client, NatsError> {
+    let mut opts = ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .event_callback(|event| async move {
+            tracing::info!(%event, "nats connection event");
+        });
+    if cfg.retry_on_initial_connect {
+        opts = opts.retry_on_initial_connect();
+    }
+    let servers: Vec<&str> = cfg.url.split(',').map(str::trim).collect();
+    let addrs: Vec<async_nats::ServerAddr> = servers
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if addrs.len() != servers.len() {
+        return Err(NatsError {
+            url: cfg.url.clone(),
+            source: async_nats::ConnectError::new(async_nats::ConnectErrorKind::ServerParse),
+        });
+    }
+    opts.connect(addrs).await.map_err(|source| NatsError {
+        url: cfg.url.clone(),
+        source,
+    })
+}
+
+/// Headers of an error reply: `Nats-Service-Error-Code` and `Nats-Service-Error`.
+pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_SERVICE_ERROR_CODE, code.as_u16().to_string().as_str());
+    // Header values are one line; the body keeps the full text.
+    let line: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    headers.insert(NATS_SERVICE_ERROR, line.as_str());
+    headers
+}
+
+/// Sends an error reply with the contract's headers and `{"error": ...}` body.
+pub async fn reply_error(
+    client: &Client,
+    reply: Subject,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), async_nats::PublishError> {
+    let body = serde_json::to_vec(&ErrorBody {
+        error: message.to_owned(),
+    })
+    .unwrap_or_default();
+    client
+        .publish_with_headers(reply, error_headers(code, message), body.into())
+        .await
+}
+
+/// The error code and text of a reply, if it is an error reply.
+pub fn error_of(reply: &Message) -> Option<(ErrorCode, String)> {
+    let headers = reply.headers.as_ref()?;
+    let code = headers.get(NATS_SERVICE_ERROR_CODE)?.as_str().parse::<u16>().ok()?;
+    let code = ErrorCode::try_from(code).ok()?;
+    let text = serde_json::from_slice::<ErrorBody>(&reply.payload)
+        .map(|b| b.error)
+        .or_else(|_| headers.get(NATS_SERVICE_ERROR).map(|v| v.as_str().to_owned()).ok_or(()))
+        .unwrap_or_default();
+    Some((code, text))
+}
