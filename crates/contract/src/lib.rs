@@ -7,6 +7,7 @@
 //! - [`error`]: error codes and the error body.
 //! - [`catalog`]: the model catalogue written by `scripts/setup`.
 //! - [`profile`]: offline profiling records.
+//! - [`site`]: site tiers (edge, cloud).
 //!
 //! A shipped version of this contract is frozen: snapshot tests (`tests/wire.rs`) catch any
 //! change to the serialised JSON.
@@ -16,9 +17,11 @@ pub mod error;
 pub mod headers;
 pub mod oip;
 pub mod profile;
+pub mod site;
 pub mod subjects;
 pub mod tensor;
 
 pub use error::{ContractError, ErrorBody, ErrorCode};
+pub use site::Tier;
 pub use subjects::{ModelName, Subjects};
 pub use tensor::{Datatype, Tensor, TensorData};

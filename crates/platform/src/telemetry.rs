@@ -4,6 +4,8 @@
 //! Layers are collected in one list before the subscriber is installed; exporting spans over
 //! OTLP adds one more layer there, and the returned guard is where it gets flushed.
 
+use std::io::IsTerminal;
+
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -75,7 +77,9 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<TelemetryGuard, Tele
         filter: cfg.log_filter.clone(),
         source,
     })?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let output: Box<dyn Layer<Registry> + Send + Sync> = match cfg.log_format {
         LogFormat::Text => Box::new(fmt),
         LogFormat::Json => Box::new(fmt.json().flatten_event(true)),

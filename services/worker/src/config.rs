@@ -1,0 +1,134 @@
+//! Worker configuration (`synergai-worker`): identity, assets, engines, profiling defaults.
+//! Layered by `synergai_platform::config`: defaults, `SYNERGAI_CONFIG` file, `SYNERGAI_*`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use synergai_contract::Tier;
+use synergai_platform::nats::NatsConfig;
+use synergai_platform::telemetry::TelemetryConfig;
+
+use crate::engine::ort::OrtConfig;
+
+/// The whole worker configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Who and where this worker is.
+    pub worker: Identity,
+    /// Where the catalogue and models are.
+    pub assets: AssetsConfig,
+    /// Engine settings.
+    pub engines: EnginesConfig,
+    /// Offline profiling defaults.
+    pub profile: ProfileConfig,
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Identity and placement (`[worker]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// Worker id, unique in the deployment.
+    pub id: String,
+    /// Site name.
+    pub site: String,
+    /// Site tier.
+    pub tier: Tier,
+    /// Device class; empty means `<arch>-local-<cores>c`.
+    pub device_class: String,
+    /// Cores to pin the process to (`"0-1,4"`); empty means whatever it was started with.
+    pub cores: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            id: "local".into(),
+            site: "local".into(),
+            tier: Tier::Cloud,
+            device_class: String::new(),
+            cores: String::new(),
+        }
+    }
+}
+
+/// Assets (`[assets]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssetsConfig {
+    /// The catalogue written by `scripts/setup`.
+    pub catalog: PathBuf,
+}
+
+impl Default for AssetsConfig {
+    fn default() -> Self {
+        AssetsConfig {
+            catalog: PathBuf::from("assets/catalog.json"),
+        }
+    }
+}
+
+/// Engines (`[engines]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnginesConfig {
+    /// ONNX Runtime.
+    pub ort: OrtConfig,
+    /// tract.
+    pub tract: TractConfig,
+}
+
+impl Default for EnginesConfig {
+    fn default() -> Self {
+        EnginesConfig {
+            ort: OrtConfig::default(),
+            tract: TractConfig { enabled: true },
+        }
+    }
+}
+
+/// tract settings (`[engines.tract]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TractConfig {
+    /// Offer tract on this worker.
+    pub enabled: bool,
+}
+
+impl Default for TractConfig {
+    fn default() -> Self {
+        TractConfig { enabled: true }
+    }
+}
+
+/// Profiling defaults (`[profile]`); every one can be overridden on the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// Untimed runs before measuring a point.
+    pub warmup: u32,
+    /// Timed runs at least, whatever the budget.
+    pub min_runs: u32,
+    /// Timed runs at most.
+    pub max_runs: u32,
+    /// Time to spend measuring a point once `min_runs` are done, ms.
+    pub budget_ms: u64,
+    /// Batch sizes to sweep (capped by each model's largest batch).
+    pub batches: Vec<u32>,
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        ProfileConfig {
+            warmup: 3,
+            min_runs: 10,
+            max_runs: 1000,
+            budget_ms: 2000,
+            batches: vec![1, 2, 4, 8],
+        }
+    }
+}
