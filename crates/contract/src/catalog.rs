@@ -148,7 +148,8 @@ impl Catalog {
             path: path.to_owned(),
             reason,
         };
-        let mut catalog: Catalog = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut catalog: Catalog =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         catalog.root = path.parent().unwrap_or(Path::new(".")).to_owned();
         catalog.check().map_err(invalid)?;
         Ok(catalog)
@@ -397,7 +398,11 @@ mod tests {
     fn inputs_are_ordered_and_batched() {
         let e = entry();
         let (ordered, batch) = e
-            .check_inputs(vec![sr(16000), f32s("state", vec![2, 3, 3]), f32s("input", vec![3, 4])])
+            .check_inputs(vec![
+                sr(16000),
+                f32s("state", vec![2, 3, 3]),
+                f32s("input", vec![3, 4]),
+            ])
             .expect("valid");
         assert_eq!(batch, 3);
         let names: Vec<&str> = ordered.iter().map(|t| t.name.as_str()).collect();
@@ -408,21 +413,40 @@ mod tests {
     fn bad_inputs_are_named() {
         let e = entry();
         let cases = [
-            (vec![f32s("input", vec![1, 4]), f32s("state", vec![2, 1, 3])], "missing input \"sr\""),
             (
-                vec![f32s("input", vec![1, 5]), f32s("state", vec![2, 1, 3]), sr(16000)],
+                vec![f32s("input", vec![1, 4]), f32s("state", vec![2, 1, 3])],
+                "missing input \"sr\"",
+            ),
+            (
+                vec![
+                    f32s("input", vec![1, 5]),
+                    f32s("state", vec![2, 1, 3]),
+                    sr(16000),
+                ],
                 "shape [1, 5] but the model takes [batch, 4]",
             ),
             (
-                vec![f32s("input", vec![2, 4]), f32s("state", vec![2, 1, 3]), sr(16000)],
+                vec![
+                    f32s("input", vec![2, 4]),
+                    f32s("state", vec![2, 1, 3]),
+                    sr(16000),
+                ],
                 "batch 1 but another input has batch 2",
             ),
             (
-                vec![f32s("input", vec![1, 4]), f32s("state", vec![2, 1, 3]), sr(8000)],
+                vec![
+                    f32s("input", vec![1, 4]),
+                    f32s("state", vec![2, 1, 3]),
+                    sr(8000),
+                ],
                 "values must be one of [16000.0]",
             ),
             (
-                vec![f32s("input", vec![1, 4]), f32s("state", vec![2, 1, 3]), f32s("sr", vec![])],
+                vec![
+                    f32s("input", vec![1, 4]),
+                    f32s("state", vec![2, 1, 3]),
+                    f32s("sr", vec![]),
+                ],
                 "datatype FP32 but the model takes INT64",
             ),
             (vec![f32s("nope", vec![1])], "has no input \"nope\""),
@@ -431,7 +455,11 @@ mod tests {
                 "given twice",
             ),
             (
-                vec![f32s("input", vec![0, 4]), f32s("state", vec![2, 0, 3]), sr(16000)],
+                vec![
+                    f32s("input", vec![0, 4]),
+                    f32s("state", vec![2, 0, 3]),
+                    sr(16000),
+                ],
                 "batch 0 is outside",
             ),
         ];
@@ -451,7 +479,11 @@ mod tests {
         e.outputs[0].shape = vec![1, 1];
         e.check().expect("valid");
         let err = e
-            .check_inputs(vec![f32s("input", vec![2, 4]), f32s("state", vec![2, 2, 3]), sr(16000)])
+            .check_inputs(vec![
+                f32s("input", vec![2, 4]),
+                f32s("state", vec![2, 2, 3]),
+                sr(16000),
+            ])
             .expect_err("batch 2");
         assert!(err.to_string().contains("outside 1..=1"), "{err}");
     }

@@ -241,13 +241,24 @@ fn decode_tensors(wire: Vec<WireTensor<'_>>, tail: &[u8]) -> Result<Vec<Tensor>,
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad(format!("tensor {name:?}: negative dimension in {:?}", t.shape)))?;
+            .map_err(|_| {
+                bad(format!(
+                    "tensor {name:?}: negative dimension in {:?}",
+                    t.shape
+                ))
+            })?;
         let count = element_count(&shape)?;
         let binary_size = match t.parameters.get(PARAM_BINARY_DATA_SIZE) {
             None => None,
-            Some(v) => Some(v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(
-                || bad(format!("tensor {name:?}: binary_data_size must be a non-negative integer")),
-            )?),
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "tensor {name:?}: binary_data_size must be a non-negative integer"
+                        ))
+                    })?,
+            ),
         };
         let data = match (binary_size, t.data) {
             (Some(_), Some(_)) => {
@@ -616,8 +627,12 @@ mod tests {
     use crate::ErrorCode;
 
     fn image() -> Tensor {
-        Tensor::new("x", vec![1, 2, 2], TensorData::Fp32(vec![0.0, 1.5, -2.25, 3.0]))
-            .expect("consistent")
+        Tensor::new(
+            "x",
+            vec![1, 2, 2],
+            TensorData::Fp32(vec![0.0, 1.5, -2.25, 3.0]),
+        )
+        .expect("consistent")
     }
 
     fn sr() -> Tensor {
@@ -647,7 +662,8 @@ mod tests {
 
     #[test]
     fn nested_json_data_is_flattened() {
-        let body = br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#;
+        let body =
+            br#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#;
         let req = decode_request(body, None).expect("decodes");
         assert_eq!(req.inputs[0].data, TensorData::Int32(vec![1, 2, 3, 4]));
     }
@@ -685,20 +701,45 @@ mod tests {
     fn assert_bad(body: &[u8], header_len: Option<usize>, code: ErrorCode, says: &str) {
         let err = decode_request(body, header_len).expect_err(says);
         assert_eq!(err.code(), code, "{err}");
-        assert!(err.to_string().contains(says), "{err:?} does not say {says:?}");
+        assert!(
+            err.to_string().contains(says),
+            "{err:?} does not say {says:?}"
+        );
     }
 
     #[test]
     fn malformed_requests_are_refused_with_reasons() {
         use ErrorCode::{BadRequest, PayloadTooLarge};
-        let t = |extra: &str| format!(r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"FP32"{extra}}}]}}"#);
+        let t = |extra: &str| {
+            format!(r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"FP32"{extra}}}]}}"#)
+        };
         assert_bad(b"{", None, BadRequest, "invalid JSON");
         assert_bad(b"[]", None, BadRequest, "invalid JSON");
-        assert_bad(br#"{"inputs":[],"bogus":1}"#, None, BadRequest, "unknown field `bogus`");
+        assert_bad(
+            br#"{"inputs":[],"bogus":1}"#,
+            None,
+            BadRequest,
+            "unknown field `bogus`",
+        );
         assert_bad(t("").as_bytes(), None, BadRequest, "has no data");
-        assert_bad(t(r#","data":[1]"#).as_bytes(), None, BadRequest, "holds 2 elements but data has 1");
-        assert_bad(t(r#","data":[1,"a"]"#).as_bytes(), None, BadRequest, "data:");
-        assert_bad(t(r#","data":[1e39,1]"#).as_bytes(), None, BadRequest, "does not fit");
+        assert_bad(
+            t(r#","data":[1]"#).as_bytes(),
+            None,
+            BadRequest,
+            "holds 2 elements but data has 1",
+        );
+        assert_bad(
+            t(r#","data":[1,"a"]"#).as_bytes(),
+            None,
+            BadRequest,
+            "data:",
+        );
+        assert_bad(
+            t(r#","data":[1e39,1]"#).as_bytes(),
+            None,
+            BadRequest,
+            "does not fit",
+        );
         assert_bad(
             br#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT8","data":[1,300]}]}"#,
             None,
@@ -754,16 +795,41 @@ mod tests {
         let body = |h: &str, tail: &[u8]| [h.as_bytes(), tail].concat();
         let h8 = header("8");
         assert!(decode_request(&body(&h8, &[0; 8]), Some(h8.len())).is_ok());
-        assert_bad(&body(&h8, &[0; 4]), Some(h8.len()), BadRequest, "runs past the end");
-        assert_bad(&body(&h8, &[0; 12]), Some(h8.len()), BadRequest, "12 bytes of binary data follow");
+        assert_bad(
+            &body(&h8, &[0; 4]),
+            Some(h8.len()),
+            BadRequest,
+            "runs past the end",
+        );
+        assert_bad(
+            &body(&h8, &[0; 12]),
+            Some(h8.len()),
+            BadRequest,
+            "12 bytes of binary data follow",
+        );
         let h6 = header("6");
-        assert_bad(&body(&h6, &[0; 6]), Some(h6.len()), BadRequest, "needs 8 bytes");
+        assert_bad(
+            &body(&h6, &[0; 6]),
+            Some(h6.len()),
+            BadRequest,
+            "needs 8 bytes",
+        );
         let hneg = header("-1");
-        assert_bad(&body(&hneg, &[]), Some(hneg.len()), BadRequest, "non-negative integer");
+        assert_bad(
+            &body(&hneg, &[]),
+            Some(hneg.len()),
+            BadRequest,
+            "non-negative integer",
+        );
         assert_bad(&body(&h8, &[0; 8]), Some(10_000), BadRequest, "has only");
         assert_bad(&body(&h8, &[0; 8]), Some(3), BadRequest, "invalid JSON");
         let both = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2],"parameters":{"binary_data_size":8}}]}"#;
-        assert_bad(&body(both, &[0; 8]), Some(both.len()), BadRequest, "both data and binary_data_size");
+        assert_bad(
+            &body(both, &[0; 8]),
+            Some(both.len()),
+            BadRequest,
+            "both data and binary_data_size",
+        );
         assert!(parse_header_len("12").is_ok());
         assert!(parse_header_len("-3").is_err());
     }

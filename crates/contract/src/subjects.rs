@@ -130,13 +130,19 @@ mod tests {
         let m = ModelName::parse("resnet50").expect("valid");
         assert_eq!(s.infer(&m), "synergai.v1.infer.resnet50");
         assert_eq!(s.infer_any(), "synergai.v1.infer.*");
-        assert_eq!(s.model_of_infer("synergai.v1.infer.resnet50"), Some("resnet50"));
+        assert_eq!(
+            s.model_of_infer("synergai.v1.infer.resnet50"),
+            Some("resnet50")
+        );
         assert_eq!(s.model_of_infer("synergai.v1.infer."), None);
         assert_eq!(s.model_of_infer("synergai.v2.infer.resnet50"), None);
 
         let t = Subjects::with_prefix("t42");
         assert_eq!(t.infer(&m), "t42.synergai.v1.infer.resnet50");
-        assert_eq!(t.model_of_infer("t42.synergai.v1.infer.vgg19"), Some("vgg19"));
+        assert_eq!(
+            t.model_of_infer("t42.synergai.v1.infer.vgg19"),
+            Some("vgg19")
+        );
         assert_eq!(t.model_of_infer("synergai.v1.infer.vgg19"), None);
     }
 }

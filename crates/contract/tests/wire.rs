@@ -1,7 +1,9 @@
 //! Snapshot tests of the serialised wire JSON. A shipped contract version is frozen: if one of
 //! these fails, the change breaks clients; make a new version instead of accepting it.
 
-use synergai_contract::oip::{InferenceRequest, InferenceResponse, ReplyParameters, RequestedOutput};
+use synergai_contract::oip::{
+    InferenceRequest, InferenceResponse, ReplyParameters, RequestedOutput,
+};
 use synergai_contract::profile::{ProfileLine, ProfilePoint, Unsupported};
 use synergai_contract::{ErrorBody, Tensor, TensorData};
 
@@ -10,14 +12,22 @@ fn json(bytes: &[u8]) -> serde_json::Value {
 }
 
 fn image() -> Tensor {
-    Tensor::new("data_0", vec![1, 2, 2], TensorData::Fp32(vec![0.0, 0.5, 1.0, 1.5])).expect("consistent")
+    Tensor::new(
+        "data_0",
+        vec![1, 2, 2],
+        TensorData::Fp32(vec![0.0, 0.5, 1.0, 1.5]),
+    )
+    .expect("consistent")
 }
 
 #[test]
 fn request_json() {
     let mut req = InferenceRequest::new(vec![image()], Some(40.0));
     req.id = Some("client-7".into());
-    req.outputs = vec![RequestedOutput { name: "prob_1".into(), parameters: Default::default() }];
+    req.outputs = vec![RequestedOutput {
+        name: "prob_1".into(),
+        parameters: Default::default(),
+    }];
     let enc = req.encode(false).expect("encodes");
     insta::assert_json_snapshot!("request_json", json(&enc.body));
 }
@@ -53,7 +63,14 @@ fn response_json() {
         model_name: "squeezenet".into(),
         id: Some("client-7".into()),
         parameters: params.to_parameters(),
-        outputs: vec![Tensor::new("softmaxout_1", vec![1, 2], TensorData::Fp32(vec![0.25, 0.75])).expect("consistent")],
+        outputs: vec![
+            Tensor::new(
+                "softmaxout_1",
+                vec![1, 2],
+                TensorData::Fp32(vec![0.25, 0.75]),
+            )
+            .expect("consistent"),
+        ],
     };
     let enc = resp.encode(|_| false).expect("encodes");
     insta::assert_json_snapshot!("response_json", json(&enc.body));
@@ -61,7 +78,12 @@ fn response_json() {
 
 #[test]
 fn error_body() {
-    insta::assert_json_snapshot!("error_body", ErrorBody { error: "unknown model \"nope\"".into() });
+    insta::assert_json_snapshot!(
+        "error_body",
+        ErrorBody {
+            error: "unknown model \"nope\"".into()
+        }
+    );
 }
 
 #[test]

@@ -31,8 +31,8 @@ pub fn load<T: Serialize + DeserializeOwned>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
-    let defaults = ::config::Config::try_from(defaults)
-        .map_err(|e| ConfigError::Defaults(e.to_string()))?;
+    let defaults =
+        ::config::Config::try_from(defaults).map_err(|e| ConfigError::Defaults(e.to_string()))?;
     let env: ::config::Map<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != ENV_CONFIG_FILE)

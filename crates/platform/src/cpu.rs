@@ -86,7 +86,10 @@ pub fn pin_process(cores: &[usize]) -> Result<(), CpuError> {
     }
     sched_setaffinity(Pid::from_raw(0), &set).map_err(pin_err)?;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for tid in tasks.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        for tid in tasks
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
             // A thread may exit between listing and pinning; that is not an error.
             match sched_setaffinity(Pid::from_raw(tid), &set) {
                 Ok(()) | Err(nix::Error::ESRCH) => {}

@@ -59,10 +59,8 @@ pub async fn connect(cfg: &NatsConfig, client_name: &str) -> Result<Client, Nats
         opts = opts.retry_on_initial_connect();
     }
     let servers: Vec<&str> = cfg.url.split(',').map(str::trim).collect();
-    let addrs: Vec<async_nats::ServerAddr> = servers
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let addrs: Vec<async_nats::ServerAddr> =
+        servers.iter().filter_map(|s| s.parse().ok()).collect();
     if addrs.len() != servers.len() {
         return Err(NatsError {
             url: cfg.url.clone(),
@@ -80,7 +78,10 @@ pub fn error_headers(code: ErrorCode, message: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(NATS_SERVICE_ERROR_CODE, code.as_u16().to_string().as_str());
     // Header values are one line; the body keeps the full text.
-    let line: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     headers.insert(NATS_SERVICE_ERROR, line.as_str());
     headers
 }
@@ -104,11 +105,20 @@ pub async fn reply_error(
 /// The error code and text of a reply, if it is an error reply.
 pub fn error_of(reply: &Message) -> Option<(ErrorCode, String)> {
     let headers = reply.headers.as_ref()?;
-    let code = headers.get(NATS_SERVICE_ERROR_CODE)?.as_str().parse::<u16>().ok()?;
+    let code = headers
+        .get(NATS_SERVICE_ERROR_CODE)?
+        .as_str()
+        .parse::<u16>()
+        .ok()?;
     let code = ErrorCode::try_from(code).ok()?;
     let text = serde_json::from_slice::<ErrorBody>(&reply.payload)
         .map(|b| b.error)
-        .or_else(|_| headers.get(NATS_SERVICE_ERROR).map(|v| v.as_str().to_owned()).ok_or(()))
+        .or_else(|_| {
+            headers
+                .get(NATS_SERVICE_ERROR)
+                .map(|v| v.as_str().to_owned())
+                .ok_or(())
+        })
         .unwrap_or_default();
     Some((code, text))
 }

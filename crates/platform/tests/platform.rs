@@ -20,19 +20,30 @@ struct Sample {
 
 impl Default for Sample {
     fn default() -> Self {
-        Sample { nats: NatsConfig::default(), telemetry: TelemetryConfig::default(), threads: 1, name: "default".into() }
+        Sample {
+            nats: NatsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            threads: 1,
+            name: "default".into(),
+        }
     }
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
 fn config_layers_defaults_file_then_environment() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("synergai.toml");
-    std::fs::write(&file, "threads = 3\nname = \"from-file\"\n[nats]\nurl = \"nats://file:4222\"\n")?;
+    std::fs::write(
+        &file,
+        "threads = 3\nname = \"from-file\"\n[nats]\nurl = \"nats://file:4222\"\n",
+    )?;
 
     let only_defaults: Sample = config::load(&Sample::default(), None, env(&[]))?;
     assert_eq!(only_defaults, Sample::default());
@@ -51,14 +62,21 @@ fn config_layers_defaults_file_then_environment() -> anyhow::Result<()> {
     assert_eq!(layered.name, "from-file", "file beats defaults");
     assert_eq!(layered.nats.url, "nats://file:4222");
     assert_eq!(layered.nats.subject_prefix, "t1");
-    assert_eq!(layered.nats.connect_timeout_ms, NatsConfig::default().connect_timeout_ms);
+    assert_eq!(
+        layered.nats.connect_timeout_ms,
+        NatsConfig::default().connect_timeout_ms
+    );
     Ok(())
 }
 
 #[test]
 fn config_errors_are_clear() -> anyhow::Result<()> {
-    let err = config::load(&Sample::default(), None, env(&[("SYNERGAI_THREADS", "many")]))
-        .expect_err("not a number");
+    let err = config::load(
+        &Sample::default(),
+        None,
+        env(&[("SYNERGAI_THREADS", "many")]),
+    )
+    .expect_err("not a number");
     assert!(err.to_string().contains("threads"), "{err}");
 
     let dir = tempfile::tempdir()?;
@@ -92,26 +110,45 @@ async fn nats_error_replies_carry_code_and_text() -> anyhow::Result<()> {
     tokio::spawn(async move {
         if let Some(msg) = sub.next().await {
             let reply = msg.reply.expect("request has a reply subject");
-            nats::reply_error(&responder, reply, ErrorCode::NotFound, "unknown model \"x\"\nsecond line")
-                .await
-                .expect("published");
+            nats::reply_error(
+                &responder,
+                reply,
+                ErrorCode::NotFound,
+                "unknown model \"x\"\nsecond line",
+            )
+            .await
+            .expect("published");
         }
     });
-    let reply = tokio::time::timeout(Duration::from_secs(5), client.request(subject, "hi".into())).await??;
+    let reply = tokio::time::timeout(Duration::from_secs(5), client.request(subject, "hi".into()))
+        .await??;
     let (code, text) = nats::error_of(&reply).expect("an error reply");
     assert_eq!(code, ErrorCode::NotFound);
     assert_eq!(text, "unknown model \"x\"\nsecond line");
-    let header = reply.headers.as_ref().and_then(|h| h.get("Nats-Service-Error")).expect("header");
+    let header = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error"))
+        .expect("header");
     assert_eq!(header.as_str(), "unknown model \"x\" second line");
     Ok(())
 }
 
 #[tokio::test]
 async fn nats_connect_failure_names_the_server() {
-    let cfg = NatsConfig { url: "nats://127.0.0.1:1".into(), connect_timeout_ms: 500, ..NatsConfig::default() };
-    let err = nats::connect(&cfg, "platform-test").await.expect_err("nothing listens on port 1");
+    let cfg = NatsConfig {
+        url: "nats://127.0.0.1:1".into(),
+        connect_timeout_ms: 500,
+        ..NatsConfig::default()
+    };
+    let err = nats::connect(&cfg, "platform-test")
+        .await
+        .expect_err("nothing listens on port 1");
     assert!(err.to_string().contains("nats://127.0.0.1:1"), "{err}");
 
-    let cfg = NatsConfig { url: "not a url at all".into(), ..NatsConfig::default() };
+    let cfg = NatsConfig {
+        url: "not a url at all".into(),
+        ..NatsConfig::default()
+    };
     assert!(nats::connect(&cfg, "platform-test").await.is_err());
 }

@@ -16,14 +16,18 @@ use clap::{Args, Parser, Subcommand};
 use rand::SeedableRng;
 use serde_json::json;
 use synergai_platform::{config, cpu, telemetry};
+use synergai_worker::Worker;
 use synergai_worker::config::WorkerConfig;
 use synergai_worker::engine::{EngineError, EngineKind};
 use synergai_worker::inputs::random_inputs;
 use synergai_worker::profile::{self, Plan};
-use synergai_worker::Worker;
 
 #[derive(Parser)]
-#[command(name = "synergai-worker", version, about = "SynergAI worker: inference engines and offline profiling")]
+#[command(
+    name = "synergai-worker",
+    version,
+    about = "SynergAI worker: inference engines and offline profiling"
+)]
 struct Cli {
     /// Pin the process to these cores before anything else starts (e.g. "0-1"); overrides
     /// worker.cores.
@@ -151,7 +155,9 @@ fn profile_cmd(worker: &Worker, cfg: &WorkerConfig, args: ProfileArgs) -> anyhow
         bail!("--batch must be at least 1");
     }
     let input = match &args.input {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading --input {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read(p).with_context(|| format!("reading --input {}", p.display()))?)
+        }
         None => None,
     };
     let plan = Plan {
@@ -178,19 +184,27 @@ fn profile_cmd(worker: &Worker, cfg: &WorkerConfig, args: ProfileArgs) -> anyhow
     };
     let stdout = std::io::stdout();
     let mut write_err: Option<std::io::Error> = None;
-    let lines = profile::run(&worker.models, &worker.engine_refs(), &worker.facts, &plan, |line| {
-        let Ok(text) = serde_json::to_string(line) else { return };
-        if args.json
-            && let Err(e) = writeln!(stdout.lock(), "{text}")
-        {
-            write_err.get_or_insert(e);
-        }
-        if let Some(f) = out.as_mut()
-            && let Err(e) = writeln!(f, "{text}")
-        {
-            write_err.get_or_insert(e);
-        }
-    })?;
+    let lines = profile::run(
+        &worker.models,
+        &worker.engine_refs(),
+        &worker.facts,
+        &plan,
+        |line| {
+            let Ok(text) = serde_json::to_string(line) else {
+                return;
+            };
+            if args.json
+                && let Err(e) = writeln!(stdout.lock(), "{text}")
+            {
+                write_err.get_or_insert(e);
+            }
+            if let Some(f) = out.as_mut()
+                && let Err(e) = writeln!(f, "{text}")
+            {
+                write_err.get_or_insert(e);
+            }
+        },
+    )?;
     if let Some(e) = write_err {
         return Err(e).context("writing profile lines");
     }
@@ -219,7 +233,9 @@ fn check_cmd(worker: &Worker, json: bool) -> anyhow::Result<()> {
             let status = match &result {
                 Ok(()) => "ok".to_owned(),
                 Err(e @ EngineError::Unsupported { .. }) => e.to_string(),
-                Err(e) if engine.kind() == EngineKind::Tract => format!("unsupported by tract: {e}"),
+                Err(e) if engine.kind() == EngineKind::Tract => {
+                    format!("unsupported by tract: {e}")
+                }
                 Err(e) => {
                     failures += 1;
                     format!("error: {e}")
@@ -231,7 +247,11 @@ fn check_cmd(worker: &Worker, json: bool) -> anyhow::Result<()> {
                     json!({"model": entry.name, "engine": engine.kind(), "batches": [1, largest], "status": status})
                 );
             } else {
-                println!("{:<13} {:<6} batch 1,{largest:<3} {status}", entry.name.as_str(), engine.kind().as_str());
+                println!(
+                    "{:<13} {:<6} batch 1,{largest:<3} {status}",
+                    entry.name.as_str(),
+                    engine.kind().as_str()
+                );
             }
         }
     }

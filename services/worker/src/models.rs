@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
-use synergai_contract::catalog::{Catalog, CatalogError, ModelEntry};
 use synergai_contract::Tensor;
+use synergai_contract::catalog::{Catalog, CatalogError, ModelEntry};
 
 use crate::engine::{Engine, EngineError, EngineKind, Session, SessionOptions};
 
@@ -127,7 +127,11 @@ impl ModelSession {
 
     /// Runs inputs already in graph order and checked for `batch`; checks the outputs against
     /// the catalogue, since a catalogue that lies about shapes would mislead every client.
-    pub fn run_checked(&mut self, inputs: &[Tensor], batch: usize) -> Result<Vec<Tensor>, EngineError> {
+    pub fn run_checked(
+        &mut self,
+        inputs: &[Tensor],
+        batch: usize,
+    ) -> Result<Vec<Tensor>, EngineError> {
         let outputs = self.inner.run(inputs, batch)?;
         let mismatch = |reason: String| EngineError::CatalogMismatch {
             model: self.entry.name.to_string(),

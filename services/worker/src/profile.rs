@@ -162,7 +162,10 @@ pub fn run(
             work.push((model.as_str(), engine, batches.clone()));
         }
     }
-    let total: usize = work.iter().map(|(_, _, b)| b.len() * plan.threads.len()).sum();
+    let total: usize = work
+        .iter()
+        .map(|(_, _, b)| b.len() * plan.threads.len())
+        .sum();
     let interactive = std::io::stderr().is_terminal();
     let bar = if interactive {
         ProgressBar::new(total as u64)
@@ -197,7 +200,9 @@ pub fn run(
                 }
                 match measure(&mut session, &inputs, batch, plan) {
                     Ok((mut samples, peak)) => {
-                        let Some(s) = stats(&mut samples) else { continue };
+                        let Some(s) = stats(&mut samples) else {
+                            continue;
+                        };
                         let line = ProfileLine::Point(ProfilePoint {
                             model: model.to_owned(),
                             engine: engine.kind().to_string(),
@@ -245,7 +250,12 @@ pub fn run(
     Ok(lines)
 }
 
-fn unsupported(model: &str, engine: EngineKind, e: &EngineError, facts: &DeviceFacts) -> ProfileLine {
+fn unsupported(
+    model: &str,
+    engine: EngineKind,
+    e: &EngineError,
+    facts: &DeviceFacts,
+) -> ProfileLine {
     let text = e.to_string();
     let prefix = format!("unsupported by {engine}: ");
     let unsupported = if text.starts_with(&prefix) {
@@ -293,7 +303,16 @@ pub fn table(lines: &[ProfileLine]) -> String {
     let _ = writeln!(
         out,
         "{:<13} {:<6} {:>7} {:>5} {:>10} {:>10} {:>10} {:>9} {:>5} {:>9}",
-        "model", "engine", "threads", "batch", "p50 ms", "p95 ms", "mean ms", "inf/s", "runs", "peak MiB"
+        "model",
+        "engine",
+        "threads",
+        "batch",
+        "p50 ms",
+        "p95 ms",
+        "mean ms",
+        "inf/s",
+        "runs",
+        "peak MiB"
     );
     for line in lines {
         if let ProfileLine::Point(p) = line {
@@ -329,7 +348,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let mut samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
         let s = stats(&mut samples).expect("non-empty");
-        assert_eq!((s.p50, s.p95, s.p99, s.min, s.max), (50.0, 95.0, 99.0, 1.0, 100.0));
+        assert_eq!(
+            (s.p50, s.p95, s.p99, s.min, s.max),
+            (50.0, 95.0, 99.0, 1.0, 100.0)
+        );
         assert!((s.mean - 50.5).abs() < 1e-9);
         let mut one = vec![7.0];
         let s = stats(&mut one).expect("non-empty");
@@ -343,6 +365,9 @@ mod tests {
         assert!(before > 0);
         let big = vec![1u8; 64 << 20];
         std::hint::black_box(&big);
-        assert!(peak_rss_bytes() >= before + (32 << 20), "touching 64 MiB raises the peak");
+        assert!(
+            peak_rss_bytes() >= before + (32 << 20),
+            "touching 64 MiB raises the peak"
+        );
     }
 }

@@ -180,7 +180,10 @@ fn check_dims(spec: &TensorSpec, graph: &[i64]) -> Result<(), String> {
     // A graph dimension below zero is dynamic and takes anything; a fixed one must equal the
     // catalogue's, so a dynamic batch in the catalogue (-1) needs a dynamic graph dimension.
     let fits = graph.len() == spec.shape.len()
-        && graph.iter().zip(&spec.shape).all(|(&g, &c)| g < 0 || g == c);
+        && graph
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&g, &c)| g < 0 || g == c);
     if fits {
         Ok(())
     } else {
@@ -252,7 +255,11 @@ fn read_library_version(path: &Path) -> Option<String> {
         if text.is_null() {
             return None;
         }
-        Some(std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned())
+        Some(
+            std::ffi::CStr::from_ptr(text)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 

@@ -151,7 +151,11 @@ impl TractSession {
     }
 }
 
-fn constant(dt: Datatype, shape: &[usize], value: f64) -> tract_onnx::prelude::TractResult<TractTensor> {
+fn constant(
+    dt: Datatype,
+    shape: &[usize],
+    value: f64,
+) -> tract_onnx::prelude::TractResult<TractTensor> {
     let n: usize = shape.iter().product();
     match dt {
         Datatype::Int64 => TractTensor::from_shape(shape, &vec![value as i64; n]),
