@@ -1,13 +1,13 @@
 //! The SynergAI wire contract, shared by every service, the load generator and the simulator.
 //!
-//! - [`oip`]: Open Inference Protocol messages in JSON and binary form, and their domain types.
-//! - [`tensor`]: typed tensors and datatypes.
-//! - [`subjects`]: every NATS subject, built under the versioned root `synergai.v1`.
-//! - [`headers`]: header names.
-//! - [`error`]: error codes and the error body.
-//! - [`catalog`]: the model catalogue written by `scripts/setup`.
-//! - [`profile`]: offline profiling records.
-//! - [`site`]: site tiers (edge, cloud).
+//! - [`oip`] — Open Inference Protocol messages in JSON and binary form, and their domain types.
+//! - [`tensor`] — typed tensors and datatypes.
+//! - [`subjects`] — every NATS subject, built under the versioned root `synergai.v1`.
+//! - [`headers`] — header names.
+//! - [`error`] — error codes and the error body.
+//! - [`catalog`] — the model catalogue written by `scripts/setup`.
+//! - [`profile`] — offline profiling records.
+//! - [`site`] — site tiers (edge, cloud).
 //!
 //! A shipped version of this contract is frozen: snapshot tests (`tests/wire.rs`) catch any
 //! change to the serialised JSON.

@@ -215,7 +215,7 @@ impl TensorData {
 
     /// Decodes raw little-endian bytes; the length must be a whole number of elements.
     pub fn from_le_bytes(datatype: Datatype, bytes: &[u8]) -> Result<Self, ContractError> {
-        if bytes.len() % datatype.size() != 0 {
+        if !bytes.len().is_multiple_of(datatype.size()) {
             return Err(ContractError::BadRequest(format!(
                 "{} bytes is not a whole number of {datatype} elements",
                 bytes.len()

@@ -1,9 +1,9 @@
 //! Plumbing every SynergAI binary shares, so each service's `main` stays a few lines:
 //!
-//! - [`config`]: layered configuration (typed defaults, optional file, `SYNERGAI_*` environment).
-//! - [`telemetry`]: `tracing` initialisation, with the seam where OTLP export plugs in.
-//! - [`nats`]: NATS connections and the contract's error replies.
-//! - [`cpu`]: the CPU facts a worker reports and its pinning to a core set.
+//! - [`config`] — layered configuration (typed defaults, optional file, `SYNERGAI_*` environment).
+//! - [`telemetry`] — `tracing` initialisation, with the seam where OTLP export plugs in.
+//! - [`nats`] — NATS connections and the contract's error replies.
+//! - [`cpu`] — the CPU facts a worker reports and its pinning to a core set.
 
 pub mod config;
 pub mod cpu;

@@ -2,11 +2,11 @@
 //! configuration (engine, intra-op threads, batch) the scheduler chooses, and measures them
 //! offline (`synergai-worker profile`).
 //!
-//! - [`engine`]: the engine trait and the two engines.
-//! - [`models`]: checksum-verified model files and sessions checked against the catalogue.
-//! - [`profile`]: the offline sweep.
-//! - [`inputs`]: random inputs for profiling and tests.
-//! - [`config`]: configuration.
+//! - [`engine`] — the engine trait and the two engines.
+//! - [`models`] — checksum-verified model files and sessions checked against the catalogue.
+//! - [`profile`] — the offline sweep.
+//! - [`inputs`] — random inputs for profiling and tests.
+//! - [`config`] — configuration.
 
 pub mod config;
 pub mod engine;

@@ -218,13 +218,18 @@ impl Engine for OrtEngine {
             model: model.name.to_string(),
             reason,
         };
+        let builder_err =
+            |e: ort::Error<ort::session::builder::SessionBuilder>| load_err(e.to_string());
         let session = OrtSession::builder(&self.env)
             .map_err(|e| load_err(e.to_string()))?
             .with_intra_threads(options.threads)
-            .and_then(|b| b.with_inter_threads(self.config.inter_threads))
-            .and_then(|b| b.with_optimization_level(self.config.optimization_level.into()))
-            .and_then(|b| b.with_intra_op_spinning(self.config.allow_spinning))
-            .map_err(|e| load_err(e.to_string()))?
+            .map_err(builder_err)?
+            .with_inter_threads(self.config.inter_threads)
+            .map_err(builder_err)?
+            .with_optimization_level(self.config.optimization_level.into())
+            .map_err(builder_err)?
+            .with_intra_op_spinning(self.config.allow_spinning)
+            .map_err(builder_err)?
             .commit_from_file(path)
             .map_err(|e| load_err(e.to_string()))?;
         check_inputs(model, &session)?;
