@@ -152,3 +152,17 @@ async fn nats_connect_failure_names_the_server() {
     };
     assert!(nats::connect(&cfg, "platform-test").await.is_err());
 }
+
+#[test]
+fn telemetry_starts_once_and_names_bad_filters() {
+    use synergai_platform::telemetry::{self, TelemetryError};
+    let bad = TelemetryConfig { log_filter: "info,=[".into(), ..TelemetryConfig::default() };
+    let err = telemetry::init("test", &bad).expect_err("bad filter");
+    assert!(matches!(err, TelemetryError::Filter { .. }), "{err}");
+    assert!(err.to_string().contains("info,=["), "{err}");
+
+    let guard = telemetry::init("test", &TelemetryConfig::default()).expect("first init");
+    let err = telemetry::init("test", &TelemetryConfig::default()).expect_err("second init");
+    assert!(matches!(err, TelemetryError::AlreadyInit(_)), "{err}");
+    drop(guard);
+}
