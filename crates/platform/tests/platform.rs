@@ -156,7 +156,10 @@ async fn nats_connect_failure_names_the_server() {
 #[test]
 fn telemetry_starts_once_and_names_bad_filters() {
     use synergai_platform::telemetry::{self, TelemetryError};
-    let bad = TelemetryConfig { log_filter: "info,=[".into(), ..TelemetryConfig::default() };
+    let bad = TelemetryConfig {
+        log_filter: "info,=[".into(),
+        ..TelemetryConfig::default()
+    };
     let err = telemetry::init("test", &bad).expect_err("bad filter");
     assert!(matches!(err, TelemetryError::Filter { .. }), "{err}");
     assert!(err.to_string().contains("info,=["), "{err}");

@@ -17,16 +17,14 @@ pub fn random_inputs(model: &ModelEntry, batch: usize, rng: &mut impl Rng) -> Ve
 fn random_tensor(spec: &TensorSpec, batch: usize, rng: &mut impl Rng) -> Tensor {
     let shape = spec.shape_for_batch(batch);
     let n: usize = shape.iter().product();
-    let pick = |rng: &mut dyn FnMut() -> f64| -> Vec<f64> { (0..n).map(|_| rng()).collect() };
-    let values: Vec<f64> = match &spec.values {
-        Some(allowed) if !allowed.is_empty() => {
-            pick(&mut || allowed[rng.random_range(0..allowed.len())])
-        }
-        _ if matches!(spec.datatype, Datatype::Fp32 | Datatype::Fp64) => {
-            pick(&mut || rng.random::<f64>())
-        }
-        _ => pick(&mut || f64::from(rng.random_range(0u8..10))),
-    };
+    let float = matches!(spec.datatype, Datatype::Fp32 | Datatype::Fp64);
+    let values: Vec<f64> = (0..n)
+        .map(|_| match spec.values.as_deref() {
+            Some(allowed) if !allowed.is_empty() => allowed[rng.random_range(0..allowed.len())],
+            _ if float => rng.random::<f64>(),
+            _ => f64::from(rng.random_range(0u8..10)),
+        })
+        .collect();
     let data = match spec.datatype {
         Datatype::Bool => TensorData::Bool(values.iter().map(|&v| v != 0.0).collect()),
         Datatype::Uint8 => TensorData::Uint8(values.iter().map(|&v| v as u8).collect()),

@@ -179,75 +179,97 @@ pub fn run(
 
     let mut lines = Vec::new();
     let mut rng = StdRng::seed_from_u64(plan.seed);
-    'pairs: for (model, engine, batches) in work {
-        for &threads in &plan.threads {
-            let mut session = match models.open(engine, model, threads) {
-                Ok(s) => s,
-                Err(e @ EngineError::Unsupported { .. }) if engine.kind() == EngineKind::Tract => {
-                    let line = unsupported(model, engine.kind(), &e, facts);
-                    sink(&line);
-                    lines.push(line);
-                    bar.inc((batches.len() * plan.threads.len()) as u64);
-                    continue 'pairs;
-                }
-                Err(e) => return Err(e),
-            };
-            for &batch in &batches {
-                bar.set_message(format!("{model} {} t{threads} b{batch}", engine.kind()));
-                let mut inputs = random_inputs(session.entry(), batch, &mut rng);
-                if let Some(bytes) = &plan.input {
-                    override_input(&mut inputs, bytes)?;
-                }
-                match measure(&mut session, &inputs, batch, plan) {
-                    Ok((mut samples, peak)) => {
-                        let Some(s) = stats(&mut samples) else {
-                            continue;
-                        };
-                        let line = ProfileLine::Point(ProfilePoint {
-                            model: model.to_owned(),
-                            engine: engine.kind().to_string(),
-                            threads: threads as u32,
-                            batch: batch as u32,
-                            mean_ms: s.mean,
-                            p50_ms: s.p50,
-                            p95_ms: s.p95,
-                            p99_ms: s.p99,
-                            min_ms: s.min,
-                            max_ms: s.max,
-                            qps: batch as f64 * 1000.0 / s.mean,
-                            runs: samples.len() as u32,
-                            warmup: plan.warmup,
-                            peak_rss_bytes: peak,
-                            device_class: facts.device_class.clone(),
-                            arch: facts.arch.clone(),
-                            cpu_model: facts.cpu_model.clone(),
-                            core_set: facts.core_set.clone(),
-                            engine_version: engine.engine_version(),
-                            library_version: engine.library_version(),
-                            worker: facts.worker.clone(),
-                            measured_at: now_rfc3339(),
-                        });
-                        if !interactive {
-                            tracing::info!(model, engine = %engine.kind(), threads, batch, p50_ms = s.p50, "profiled");
-                        }
-                        sink(&line);
-                        lines.push(line);
-                        bar.inc(1);
-                    }
-                    Err(e) if engine.kind() == EngineKind::Tract => {
-                        let line = unsupported(model, engine.kind(), &e, facts);
-                        sink(&line);
-                        lines.push(line);
-                        bar.inc((batches.len() * plan.threads.len()) as u64);
-                        continue 'pairs;
-                    }
-                    Err(e) => return Err(e),
-                }
+    for (model, engine, batches) in work {
+        let points = (batches.len() * plan.threads.len()) as u64;
+        let start = bar.position();
+        let mut emit = |line: ProfileLine| {
+            sink(&line);
+            lines.push(line);
+        };
+        let pair = Pair {
+            model,
+            engine,
+            batches: &batches,
+            plan,
+            facts,
+        };
+        match pair.profile(models, &mut rng, &bar, &mut emit) {
+            Ok(()) => {}
+            // tract is the optional engine: what it cannot do is recorded, not fatal.
+            Err(e) if engine.kind() == EngineKind::Tract => {
+                emit(unsupported(model, engine.kind(), &e, facts));
+                bar.set_position(start + points);
             }
+            Err(e) => return Err(e),
         }
     }
     bar.finish_and_clear();
     Ok(lines)
+}
+
+/// One (model, engine) pair of a sweep: every thread count and batch size.
+struct Pair<'a> {
+    model: &'a str,
+    engine: &'a dyn Engine,
+    batches: &'a [usize],
+    plan: &'a Plan,
+    facts: &'a DeviceFacts,
+}
+
+impl Pair<'_> {
+    fn profile(
+        &self,
+        models: &Models,
+        rng: &mut StdRng,
+        bar: &ProgressBar,
+        emit: &mut impl FnMut(ProfileLine),
+    ) -> Result<(), EngineError> {
+        let (model, engine, plan) = (self.model, self.engine, self.plan);
+        for &threads in &plan.threads {
+            let mut session = models.open(engine, model, threads)?;
+            for &batch in self.batches {
+                bar.set_message(format!("{model} {} t{threads} b{batch}", engine.kind()));
+                let mut inputs = random_inputs(session.entry(), batch, rng);
+                if let Some(bytes) = &plan.input {
+                    override_input(&mut inputs, bytes)?;
+                }
+                let (mut samples, peak) = measure(&mut session, &inputs, batch, plan)?;
+                let runs = samples.len() as u32;
+                let Some(s) = stats(&mut samples) else {
+                    continue;
+                };
+                if bar.is_hidden() {
+                    tracing::info!(model, engine = %engine.kind(), threads, batch, p50_ms = s.p50, "profiled");
+                }
+                emit(ProfileLine::Point(ProfilePoint {
+                    model: model.to_owned(),
+                    engine: engine.kind().to_string(),
+                    threads: threads as u32,
+                    batch: batch as u32,
+                    mean_ms: s.mean,
+                    p50_ms: s.p50,
+                    p95_ms: s.p95,
+                    p99_ms: s.p99,
+                    min_ms: s.min,
+                    max_ms: s.max,
+                    qps: batch as f64 * 1000.0 / s.mean,
+                    runs,
+                    warmup: plan.warmup,
+                    peak_rss_bytes: peak,
+                    device_class: self.facts.device_class.clone(),
+                    arch: self.facts.arch.clone(),
+                    cpu_model: self.facts.cpu_model.clone(),
+                    core_set: self.facts.core_set.clone(),
+                    engine_version: engine.engine_version(),
+                    library_version: engine.library_version(),
+                    worker: self.facts.worker.clone(),
+                    measured_at: now_rfc3339(),
+                }));
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn unsupported(

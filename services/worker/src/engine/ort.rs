@@ -106,7 +106,6 @@ fn environment(path: &Path) -> Result<Arc<Environment>, EngineError> {
 pub struct OrtEngine {
     env: Arc<Environment>,
     config: OrtConfig,
-    library: PathBuf,
     version: String,
 }
 
@@ -120,14 +119,8 @@ impl OrtEngine {
         Ok(OrtEngine {
             env,
             config,
-            library: library.to_owned(),
             version,
         })
-    }
-
-    /// The library this engine runs on.
-    pub fn library(&self) -> &Path {
-        &self.library
     }
 }
 
