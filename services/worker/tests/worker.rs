@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use synergai_contract::catalog::Catalog;
 use synergai_contract::profile::ProfileLine;
-use synergai_contract::{ErrorCode, Tensor, TensorData};
+use synergai_contract::{Datatype, ErrorCode, Tensor, TensorData};
 use synergai_worker::Worker;
 use synergai_worker::config::WorkerConfig;
 use synergai_worker::engine::ort::OrtEngine;
@@ -178,6 +178,17 @@ fn tract_threads_and_batches_run() {
     }
 }
 
+/// A tensor of `shape` and `datatype` holding zeros.
+fn filled(name: &str, shape: Vec<usize>, datatype: Datatype) -> Tensor {
+    let n = shape.iter().product::<usize>() * datatype.size();
+    Tensor::new(
+        name,
+        shape,
+        TensorData::from_le_bytes(datatype, &vec![0; n]).expect("whole elements"),
+    )
+    .expect("consistent")
+}
+
 #[test]
 fn wrong_inputs_are_refused_with_400_and_the_session_keeps_working() {
     let w = worker();
@@ -186,29 +197,15 @@ fn wrong_inputs_are_refused_with_400_and_the_session_keeps_working() {
         let mut session = w.models.open(engine(kind), "squeezenet", 1).expect("loads");
         let cases = [
             (
-                vec![
-                    Tensor::new(
-                        "data_0",
-                        vec![1, 3, 224, 225],
-                        TensorData::Fp32(vec![0.0; 3 * 224 * 225]),
-                    )
-                    .expect("ok"),
-                ],
+                vec![filled("data_0", vec![1, 3, 224, 225], Datatype::Fp32)],
                 "shape [1, 3, 224, 225]",
             ),
             (
-                vec![
-                    Tensor::new(
-                        "data_0",
-                        vec![1, 3, 224, 224],
-                        TensorData::Fp64(vec![0.0; 3 * 224 * 224]),
-                    )
-                    .expect("ok"),
-                ],
+                vec![filled("data_0", vec![1, 3, 224, 224], Datatype::Fp64)],
                 "datatype FP64",
             ),
             (
-                vec![Tensor::new("input", vec![1], TensorData::Fp32(vec![0.0])).expect("ok")],
+                vec![filled("input", vec![1], Datatype::Fp32)],
                 "has no input \"input\"",
             ),
             (vec![], "missing input \"data_0\""),
