@@ -8,6 +8,7 @@
 //! - [`catalog`] — the model catalogue written by `scripts/setup`.
 //! - [`profile`] — offline profiling records.
 //! - [`site`] — site tiers (edge, cloud).
+//! - [`store`] — the profiling store's requests, replies and events.
 //!
 //! A shipped version of this contract is frozen: snapshot tests (`tests/wire.rs`) catch any
 //! change to the serialised JSON.
@@ -18,10 +19,11 @@ pub mod headers;
 pub mod oip;
 pub mod profile;
 pub mod site;
+pub mod store;
 pub mod subjects;
 pub mod tensor;
 
 pub use error::{ContractError, ErrorBody, ErrorCode};
 pub use site::Tier;
-pub use subjects::{ModelName, Subjects};
+pub use subjects::{ModelName, StoreOp, Subjects, Token};
 pub use tensor::{Datatype, Tensor, TensorData};

@@ -4,6 +4,7 @@
 //! PostgreSQL keyed by (device class, engine, model, threads, batch).
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 /// The measurements of one configuration point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +51,9 @@ pub struct ProfilePoint {
     pub library_version: String,
     /// Worker that measured it.
     pub worker: String,
-    /// When the point finished, RFC 3339 UTC.
-    pub measured_at: String,
+    /// When the point finished (RFC 3339 on the wire).
+    #[serde(with = "time::serde::rfc3339")]
+    pub measured_at: OffsetDateTime,
 }
 
 /// A (model, engine) pair the engine cannot run, with the reason.

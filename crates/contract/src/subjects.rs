@@ -20,16 +20,19 @@ pub const MAX_MODEL_NAME: usize = 64;
 #[serde(try_from = "String", into = "String")]
 pub struct ModelName(String);
 
+/// Whether `s` can be one subject token: 1 to 64 of `A-Z a-z 0-9 _ -`.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_MODEL_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 impl ModelName {
     /// Validates a model name.
     pub fn parse(name: impl Into<String>) -> Result<Self, ContractError> {
         let name = name.into();
-        let ok = !name.is_empty()
-            && name.len() <= MAX_MODEL_NAME
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
+        if is_token(&name) {
             Ok(ModelName(name))
         } else {
             Err(ContractError::BadRequest(format!(
@@ -58,6 +61,49 @@ impl From<ModelName> for String {
 }
 
 impl fmt::Display for ModelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A worker id or site name: one subject token (same rules as [`ModelName`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Token(String);
+
+impl Token {
+    /// Validates a token.
+    pub fn parse(token: impl Into<String>) -> Result<Self, ContractError> {
+        let token = token.into();
+        if is_token(&token) {
+            Ok(Token(token))
+        } else {
+            Err(ContractError::BadRequest(format!(
+                "invalid name {token:?}: 1 to {MAX_MODEL_NAME} of A-Z a-z 0-9 _ -"
+            )))
+        }
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Token {
+    type Error = ContractError;
+    fn try_from(s: String) -> Result<Self, ContractError> {
+        Token::parse(s)
+    }
+}
+
+impl From<Token> for String {
+    fn from(t: Token) -> String {
+        t.0
+    }
+}
+
+impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -102,12 +148,102 @@ impl Subjects {
         format!("{}.infer.*", self.root)
     }
 
+    /// Store request subject `synergai.v1.store.<op>` (`profiles.upsert`, `profiles.best`,
+    /// `profiles.table`, `ledger.summary`, `stats`).
+    pub fn store(&self, op: StoreOp) -> String {
+        format!("{}.store.{}", self.root, op.as_str())
+    }
+
+    /// Event: a completed job's execution time, `synergai.v1.events.job.<worker>`.
+    pub fn job_event(&self, worker: &Token) -> String {
+        format!("{}.events.job.{worker}", self.root)
+    }
+
+    /// Every worker's job events.
+    pub fn job_events(&self) -> String {
+        format!("{}.events.job.*", self.root)
+    }
+
+    /// Event: a worker's status, `synergai.v1.events.worker.<worker>`.
+    pub fn worker_event(&self, worker: &Token) -> String {
+        format!("{}.events.worker.{worker}", self.root)
+    }
+
+    /// Every worker's status events.
+    pub fn worker_events(&self) -> String {
+        format!("{}.events.worker.*", self.root)
+    }
+
+    /// Event: a request's terminal outcome, `synergai.v1.events.outcome.<site>` (JetStream).
+    pub fn outcome_event(&self, site: &Token) -> String {
+        format!("{}.events.outcome.{site}", self.root)
+    }
+
+    /// Every site's outcome events.
+    pub fn outcome_events(&self) -> String {
+        format!("{}.events.outcome.*", self.root)
+    }
+
+    /// Event: profile estimates moved, `synergai.v1.events.profiles.updated`.
+    pub fn profiles_updated(&self) -> String {
+        format!("{}.events.profiles.updated", self.root)
+    }
+
+    /// JetStream stream holding outcome events until the store has written them.
+    pub fn outcome_stream(&self) -> String {
+        let prefix: String = self
+            .root
+            .strip_suffix(ROOT)
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("{prefix}SYNERGAI_OUTCOMES")
+    }
+
     /// The model token of an inference subject, if `subject` is one.
     pub fn model_of_infer<'s>(&self, subject: &'s str) -> Option<&'s str> {
         subject
             .strip_prefix(self.root.as_str())?
             .strip_prefix(".infer.")
             .filter(|m| !m.is_empty() && !m.contains('.'))
+    }
+}
+
+/// Request-reply operations of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Upsert offline profile points.
+    UpsertProfiles,
+    /// Best configuration by the knee rule.
+    Best,
+    /// Whole profile table.
+    Table,
+    /// Ledger summary.
+    LedgerSummary,
+    /// Ingest counters.
+    Stats,
+}
+
+impl StoreOp {
+    /// Every operation.
+    pub const ALL: [StoreOp; 5] = [
+        StoreOp::UpsertProfiles,
+        StoreOp::Best,
+        StoreOp::Table,
+        StoreOp::LedgerSummary,
+        StoreOp::Stats,
+    ];
+
+    /// The subject suffix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::UpsertProfiles => "profiles.upsert",
+            StoreOp::Best => "profiles.best",
+            StoreOp::Table => "profiles.table",
+            StoreOp::LedgerSummary => "ledger.summary",
+            StoreOp::Stats => "stats",
+        }
     }
 }
 
@@ -136,6 +272,17 @@ mod tests {
         );
         assert_eq!(s.model_of_infer("synergai.v1.infer."), None);
         assert_eq!(s.model_of_infer("synergai.v2.infer.resnet50"), None);
+
+        let w = Token::parse("edge-a_w1").expect("valid");
+        assert_eq!(s.store(StoreOp::Best), "synergai.v1.store.profiles.best");
+        assert_eq!(s.job_event(&w), "synergai.v1.events.job.edge-a_w1");
+        assert_eq!(s.outcome_events(), "synergai.v1.events.outcome.*");
+        assert_eq!(s.outcome_stream(), "SYNERGAI_OUTCOMES");
+        assert_eq!(
+            Subjects::with_prefix("t-4.x").outcome_stream(),
+            "t_4_x_SYNERGAI_OUTCOMES"
+        );
+        assert!(Token::parse("a.b").is_err());
 
         let t = Subjects::with_prefix("t42");
         assert_eq!(t.infer(&m), "t42.synergai.v1.infer.resnet50");

@@ -110,7 +110,7 @@ fn profile_lines() {
         engine_version: "ort 2.0.0-rc.15".into(),
         library_version: "onnxruntime 1.31.1".into(),
         worker: "local".into(),
-        measured_at: "2026-11-28T18:00:00.000Z".into(),
+        measured_at: time::macros::datetime!(2026-11-28 18:00:00.250 UTC),
     });
     let skip = ProfileLine::Unsupported(Unsupported {
         model: "silero_vad".into(),

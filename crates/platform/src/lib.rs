@@ -3,9 +3,13 @@
 //! - [`config`] — layered configuration (typed defaults, optional file, `SYNERGAI_*` environment).
 //! - [`telemetry`] — `tracing` initialisation, with the seam where OTLP export plugs in.
 //! - [`nats`] — NATS connections and the contract's error replies.
+//! - [`ops`] — the HTTP operations endpoint: metrics and health.
+//! - [`shutdown`] — cancellation on SIGTERM and SIGINT.
 //! - [`cpu`] — the CPU facts a worker reports and its pinning to a core set.
 
 pub mod config;
 pub mod cpu;
 pub mod nats;
+pub mod ops;
+pub mod shutdown;
 pub mod telemetry;

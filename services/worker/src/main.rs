@@ -15,7 +15,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use rand::SeedableRng;
 use serde_json::json;
-use synergai_platform::{config, cpu, telemetry};
+use synergai_contract::profile::ProfileLine;
+use synergai_contract::store::UpsertProfiles;
+use synergai_platform::{config, cpu, nats, telemetry};
+use synergai_store_client::StoreClient;
 use synergai_worker::Worker;
 use synergai_worker::config::WorkerConfig;
 use synergai_worker::engine::{EngineError, EngineKind};
@@ -90,6 +93,9 @@ struct ProfileArgs {
     /// Also append the JSON lines to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Send the points to the profiling store (over NATS) as they are measured.
+    #[arg(long)]
+    publish: bool,
 }
 
 fn main() -> ExitCode {
@@ -182,14 +188,26 @@ fn profile_cmd(worker: &Worker, cfg: &WorkerConfig, args: ProfileArgs) -> anyhow
         ),
         None => None,
     };
+    let mut publisher = if args.publish {
+        Some(Publisher::connect(cfg)?)
+    } else {
+        None
+    };
     let stdout = std::io::stdout();
     let mut write_err: Option<std::io::Error> = None;
+    let mut publish_err: Option<anyhow::Error> = None;
     let lines = profile::run(
         &worker.models,
         &worker.engine_refs(),
         &worker.facts,
         &plan,
         |line| {
+            if let Some(p) = publisher.as_mut()
+                && publish_err.is_none()
+                && let Err(e) = p.add(line)
+            {
+                publish_err = Some(e);
+            }
             let Ok(text) = serde_json::to_string(line) else {
                 return;
             };
@@ -208,10 +226,94 @@ fn profile_cmd(worker: &Worker, cfg: &WorkerConfig, args: ProfileArgs) -> anyhow
     if let Some(e) = write_err {
         return Err(e).context("writing profile lines");
     }
+    if let Some(p) = publisher.as_mut()
+        && publish_err.is_none()
+        && let Err(e) = p.flush()
+    {
+        publish_err = Some(e);
+    }
     if !args.json {
         print!("{}", profile::table(&lines));
     }
+    if let Some(e) = publish_err {
+        return Err(e.context(
+            "publishing to the profiling store (the points above were measured but not all stored)",
+        ));
+    }
+    if let Some(p) = publisher {
+        tracing::info!(
+            points = p.sent,
+            inserted = p.inserted,
+            replaced = p.replaced,
+            ignored = p.ignored,
+            "published to the profiling store"
+        );
+    }
     Ok(())
+}
+
+/// Sends profile lines to the store in batches, from the (synchronous) sweep.
+struct Publisher {
+    runtime: tokio::runtime::Runtime,
+    client: StoreClient,
+    pending: UpsertProfiles,
+    sent: u32,
+    inserted: u32,
+    replaced: u32,
+    ignored: u32,
+}
+
+impl Publisher {
+    /// Lines sent per store request.
+    const BATCH: usize = 32;
+
+    fn connect(cfg: &WorkerConfig) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let nats = runtime.block_on(nats::connect(&cfg.nats, "synergai-worker-profile"))?;
+        Ok(Publisher {
+            client: StoreClient::new(nats, cfg.nats.subjects())
+                .with_timeout(Duration::from_secs(30)),
+            runtime,
+            pending: UpsertProfiles {
+                points: Vec::new(),
+                unsupported: Vec::new(),
+            },
+            sent: 0,
+            inserted: 0,
+            replaced: 0,
+            ignored: 0,
+        })
+    }
+
+    fn add(&mut self, line: &ProfileLine) -> anyhow::Result<()> {
+        match line {
+            ProfileLine::Point(p) => self.pending.points.push(p.clone()),
+            ProfileLine::Unsupported(u) => self.pending.unsupported.push(u.clone()),
+        }
+        if self.pending.points.len() + self.pending.unsupported.len() >= Self::BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.points.is_empty() && self.pending.unsupported.is_empty() {
+            return Ok(());
+        }
+        let r = self
+            .runtime
+            .block_on(self.client.upsert_profiles(&self.pending))?;
+        self.sent += (self.pending.points.len() + self.pending.unsupported.len()) as u32;
+        self.inserted += r.inserted;
+        self.replaced += r.replaced;
+        self.ignored += r.ignored;
+        self.pending.points.clear();
+        self.pending.unsupported.clear();
+        Ok(())
+    }
 }
 
 fn check_cmd(worker: &Worker, json: bool) -> anyhow::Result<()> {

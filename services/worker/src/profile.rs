@@ -6,7 +6,7 @@
 //! point's own, not the sweep's.
 
 use std::io::IsTerminal;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -108,10 +108,6 @@ pub fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// Replaces the single input's data with raw bytes, checking they fit.
@@ -263,7 +259,7 @@ impl Pair<'_> {
                     engine_version: engine.engine_version(),
                     library_version: engine.library_version(),
                     worker: self.facts.worker.clone(),
-                    measured_at: now_rfc3339(),
+                    measured_at: time::OffsetDateTime::now_utc(),
                 }));
                 bar.inc(1);
             }

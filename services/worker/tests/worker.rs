@@ -574,3 +574,138 @@ fn cli_bad_setup_gives_clear_errors_not_panics() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+/// Runs the CLI with `args` against the deployment whose subjects start with `prefix`.
+async fn cli_with_prefix(prefix: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = cli();
+    cmd.env("SYNERGAI_NATS__SUBJECT_PREFIX", prefix).args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("runs"))
+        .await
+        .expect("joins")
+}
+
+fn profile_lines(out: &std::process::Output) -> Vec<ProfileLine> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a profile line"))
+        .collect()
+}
+
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn profile_publish_reaches_the_store_and_a_rerun_replaces(
+    pool: sqlx::PgPool,
+) -> anyhow::Result<()> {
+    use synergai_contract::store::TableRequest;
+    use synergai_store::config::StoreConfig;
+
+    let prefix = format!("wpub{}-{}", std::process::id(), fresh_seed() % 1_000_000);
+    let mut cfg = StoreConfig::default();
+    cfg.nats.subject_prefix = prefix.clone();
+    cfg.http.listen = None;
+    cfg.catalog = root().join("assets/catalog.json");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let app = synergai_store::Application::build(cfg.clone(), pool, None, cancel.clone()).await?;
+    let run = tokio::spawn(app.run_until_stopped());
+    let nats = synergai_platform::nats::connect(&cfg.nats, "worker-test").await?;
+    let store = synergai_store_client::StoreClient::new(nats.clone(), cfg.nats.subjects());
+
+    let args = [
+        "profile",
+        "--model",
+        "squeezenet",
+        "--model",
+        "silero_vad",
+        "--engine",
+        "ort",
+        "--engine",
+        "tract",
+        "--threads",
+        "1",
+        "--batch",
+        "1",
+        "--batch",
+        "2",
+        "--json",
+        "--warmup",
+        "1",
+        "--min-runs",
+        "2",
+        "--budget-ms",
+        "0",
+        "--publish",
+    ];
+    let first = cli_with_prefix(&prefix, &args).await;
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let printed = profile_lines(&first);
+    let table = store.table(&TableRequest::default()).await?;
+    let points: Vec<_> = printed
+        .iter()
+        .filter_map(|l| match l {
+            ProfileLine::Point(p) => Some(p),
+            ProfileLine::Unsupported(_) => None,
+        })
+        .collect();
+    // squeezenet on both engines and silero_vad on ORT, at batch 1 and 2; silero_vad on tract unsupported.
+    assert_eq!(points.len(), 6);
+    assert_eq!(table.profiles.len(), 6);
+    for p in &points {
+        let row = table
+            .profiles
+            .iter()
+            .find(|r| {
+                r.model == p.model && r.config.engine == p.engine && r.config.batch == p.batch
+            })
+            .expect("stored");
+        assert_eq!(
+            (row.config.p50_ms, row.device_class.as_str()),
+            (p.p50_ms, p.device_class.as_str())
+        );
+    }
+    assert_eq!(table.unsupported.len(), 1);
+    assert!(
+        table.unsupported[0]
+            .unsupported
+            .starts_with("unsupported by tract: ")
+    );
+
+    // A second campaign replaces every key with its newer measurement.
+    let second = cli_with_prefix(&prefix, &args).await;
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let again = store.table(&TableRequest::default()).await?;
+    assert_eq!(again.profiles.len(), 6);
+    assert!(again.revision > table.revision);
+    for (new, old) in again.profiles.iter().zip(&table.profiles) {
+        assert!(
+            new.measured_at > old.measured_at,
+            "{} {} b{} not replaced",
+            new.model,
+            new.config.engine,
+            new.config.batch
+        );
+    }
+
+    cancel.cancel();
+    run.await?;
+    let _ = async_nats::jetstream::new(nats)
+        .delete_stream(cfg.nats.subjects().outcome_stream())
+        .await;
+
+    // With no store listening the campaign still prints its points, then fails clearly.
+    let orphan = cli_with_prefix(&format!("{prefix}-nostore"), &args).await;
+    assert_eq!(orphan.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&orphan.stderr);
+    assert!(stderr.contains("no store is running"), "{stderr}");
+    assert!(
+        !profile_lines(&orphan).is_empty(),
+        "the measured points are still printed"
+    );
+    Ok(())
+}

@@ -1,0 +1,472 @@
+//! Event ingest, written to PostgreSQL in batches.
+//!
+//! - Telemetry (job execution times, worker status) arrives on core NATS, loss-tolerant by
+//!   nature: it lands in a bounded buffer flushed every `flush_interval_ms`. While PostgreSQL is
+//!   down the buffer holds what it can; past its capacity the oldest events are dropped and
+//!   counted (`telemetry_dropped`), since newer observations say more about the present.
+//! - Outcomes (the ledger) arrive through a JetStream work-queue stream: the store acknowledges
+//!   an event only after its row is committed, so a PostgreSQL outage or a store crash loses
+//!   nothing; the stream holds the backlog (refusing publishers when full) and redelivered
+//!   events are ignored by request id.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+use synergai_contract::store::{
+    JobObservation, Outcome, ProfilesUpdated, UpdateSource, WorkerStatus,
+};
+use synergai_contract::{ErrorCode, ModelName};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{check_amount, check_text, check_token};
+use crate::db;
+use crate::error::{ApiError, is_unavailable};
+use crate::state::StoreState;
+
+/// One telemetry event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Telemetry {
+    /// A completed job's execution time.
+    Job(JobObservation),
+    /// A worker's status.
+    Worker(WorkerStatus),
+}
+
+/// Telemetry waiting to be written; bounded, dropping the oldest when full.
+pub struct TelemetryBuffer {
+    queue: Mutex<VecDeque<Telemetry>>,
+    capacity: usize,
+    ready: Notify,
+    batch: usize,
+}
+
+impl TelemetryBuffer {
+    /// A buffer of `capacity` events that wakes the flusher once `batch` are waiting.
+    pub fn new(capacity: usize, batch: usize) -> Self {
+        TelemetryBuffer {
+            queue: Mutex::new(VecDeque::with_capacity(capacity.min(1 << 16))),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+            batch: batch.max(1),
+        }
+    }
+
+    /// Capacity in events.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.len())
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds an event; returns how many old ones were dropped to make room.
+    pub fn push(&self, item: Telemetry) -> u64 {
+        let Ok(mut q) = self.queue.lock() else {
+            return 1;
+        };
+        let mut dropped = 0;
+        while q.len() >= self.capacity {
+            q.pop_front();
+            dropped += 1;
+        }
+        q.push_back(item);
+        if q.len() >= self.batch {
+            self.ready.notify_one();
+        }
+        dropped
+    }
+
+    /// Takes up to `max` of the oldest events.
+    pub fn take(&self, max: usize) -> Vec<Telemetry> {
+        let Ok(mut q) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
+
+    /// Returns events that could not be written to the front, in order; returns how many of the
+    /// oldest had to be dropped because newer events filled the buffer meanwhile.
+    pub fn put_back(&self, items: Vec<Telemetry>) -> u64 {
+        let Ok(mut q) = self.queue.lock() else {
+            return items.len() as u64;
+        };
+        for item in items.into_iter().rev() {
+            q.push_front(item);
+        }
+        let mut dropped = 0;
+        while q.len() > self.capacity {
+            q.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+
+    async fn wait(&self, interval: Duration) {
+        let _ = tokio::time::timeout(interval, self.ready.notified()).await;
+    }
+}
+
+fn check_job(o: &JobObservation) -> Result<(), ApiError> {
+    check_token("worker", &o.worker)?;
+    check_text("device_class", &o.key.device_class)?;
+    check_token("engine", &o.key.engine)?;
+    ModelName::parse(o.key.model.as_str())?;
+    if o.key.threads == 0 || o.key.batch == 0 {
+        return Err(ApiError::BadRequest(
+            "threads and batch must be at least 1".into(),
+        ));
+    }
+    check_amount("exec_ms", o.exec_ms)
+}
+
+fn check_worker(w: &WorkerStatus) -> Result<(), ApiError> {
+    check_token("id", &w.id)?;
+    check_token("site", &w.site)?;
+    check_text("arch", &w.arch)?;
+    check_text("device_class", &w.device_class)?;
+    w.engines.iter().try_for_each(|e| check_token("engine", e))
+}
+
+/// Checks an outcome event before it may become a ledger row.
+pub fn check_outcome(o: &Outcome) -> Result<(), ApiError> {
+    check_text("request_id", &o.request_id)?;
+    ModelName::parse(o.model.as_str())?;
+    check_text("policy", &o.policy)?;
+    for (field, v) in [
+        ("site", &o.site),
+        ("worker", &o.worker),
+        ("engine", &o.engine),
+    ] {
+        if let Some(v) = v {
+            check_text(field, v)?;
+        }
+    }
+    if o.code != 200 && ErrorCode::try_from(o.code).is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown outcome code {}",
+            o.code
+        )));
+    }
+    if !(o.slo_ms.is_finite() && o.slo_ms > 0.0) {
+        return Err(ApiError::BadRequest("slo_ms must be positive".into()));
+    }
+    check_amount("total_ms", o.total_ms)?;
+    check_amount("excess_ms", o.excess_ms)?;
+    for (field, v) in [("queue_ms", o.queue_ms), ("exec_ms", o.exec_ms)] {
+        if let Some(v) = v {
+            check_amount(field, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Receives telemetry into the buffer until cancelled.
+pub async fn receive_telemetry(
+    state: Arc<StoreState>,
+    cancel: CancellationToken,
+) -> Result<(), async_nats::SubscribeError> {
+    let queue = "synergai-store".to_owned();
+    let jobs = state
+        .nats
+        .queue_subscribe(state.subjects.job_events(), queue.clone())
+        .await?;
+    let workers = state
+        .nats
+        .queue_subscribe(state.subjects.worker_events(), queue)
+        .await?;
+    let mut events = futures_util::stream::select(jobs, workers);
+    let job_prefix = state.subjects.job_events().trim_end_matches('*').to_owned();
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => break,
+            msg = events.next() => match msg { Some(m) => m, None => break },
+        };
+        let c = &state.counters;
+        c.telemetry_received.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("synergai_store_telemetry_received_total").increment(1);
+        let parsed = if msg.subject.as_str().starts_with(&job_prefix) {
+            serde_json::from_slice::<JobObservation>(&msg.payload)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))
+                .and_then(|o| check_job(&o).map(|()| Telemetry::Job(o)))
+        } else {
+            serde_json::from_slice::<WorkerStatus>(&msg.payload)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))
+                .and_then(|w| check_worker(&w).map(|()| Telemetry::Worker(w)))
+        };
+        match parsed {
+            Ok(item) => {
+                let dropped = state.buffer.push(item);
+                if dropped > 0 {
+                    c.telemetry_dropped.fetch_add(dropped, Ordering::Relaxed);
+                    metrics::counter!("synergai_store_telemetry_dropped_total").increment(dropped);
+                }
+            }
+            Err(e) => {
+                c.telemetry_rejected.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("synergai_store_telemetry_rejected_total").increment(1);
+                tracing::debug!(subject = %msg.subject, error = %e, "telemetry event refused");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_telemetry(state: &StoreState, batch: &[Telemetry]) -> Result<(), sqlx::Error> {
+    let mut jobs = Vec::new();
+    let mut workers = Vec::new();
+    for t in batch {
+        match t {
+            Telemetry::Job(j) => jobs.push(j.clone()),
+            Telemetry::Worker(w) => workers.push(w.clone()),
+        }
+    }
+    if !workers.is_empty() {
+        state.observe(db::upsert_workers(&state.pool, &workers).await)?;
+    }
+    if !jobs.is_empty() {
+        let (revision, moved) = state.observe(
+            db::apply_observations(&state.pool, &jobs, state.config.refine.alpha, state.drift())
+                .await,
+        )?;
+        state
+            .publish_update(&ProfilesUpdated {
+                revision,
+                source: UpdateSource::Online,
+                moved,
+            })
+            .await;
+    }
+    Ok(())
+}
+
+/// Writes buffered telemetry in batches until cancelled, then makes one last attempt.
+pub async fn flush_telemetry(state: Arc<StoreState>, cancel: CancellationToken) {
+    let interval = Duration::from_millis(state.config.ingest.flush_interval_ms.max(1));
+    let max_backoff = Duration::from_millis(state.config.ingest.max_backoff_ms.max(1));
+    let batch_size = state.config.ingest.telemetry_batch.max(1);
+    let mut backoff = interval;
+    loop {
+        let stopping = cancel.is_cancelled();
+        if !stopping && state.buffer.len() < batch_size {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = state.buffer.wait(interval) => {}
+            }
+        }
+        let batch = state.buffer.take(batch_size);
+        if batch.is_empty() {
+            if stopping {
+                return;
+            }
+            continue;
+        }
+        let n = batch.len() as u64;
+        match write_telemetry(&state, &batch).await {
+            Ok(()) => {
+                state
+                    .counters
+                    .telemetry_written
+                    .fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("synergai_store_telemetry_written_total").increment(n);
+                backoff = interval;
+            }
+            Err(e) => {
+                let dropped = state.buffer.put_back(batch);
+                if dropped > 0 {
+                    state
+                        .counters
+                        .telemetry_dropped
+                        .fetch_add(dropped, Ordering::Relaxed);
+                    metrics::counter!("synergai_store_telemetry_dropped_total").increment(dropped);
+                }
+                if stopping {
+                    tracing::warn!(error = %e, pending = state.buffer.len(), "telemetry not written at shutdown");
+                    return;
+                }
+                if !is_unavailable(&e) {
+                    tracing::error!(error = %e, "telemetry write failed");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// Creates (or finds) the outcome stream and the store's durable consumer on it.
+pub async fn outcome_consumer(
+    state: &StoreState,
+) -> Result<consumer::PullConsumer, async_nats::Error> {
+    let js = jetstream::new(state.nats.clone());
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: state.subjects.outcome_stream(),
+            subjects: vec![state.subjects.outcome_events()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            discard: stream::DiscardPolicy::New,
+            max_bytes: state.config.ingest.outcome_stream_max_bytes,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?;
+    let batch = state.config.ingest.outcome_batch.max(1);
+    Ok(stream
+        .get_or_create_consumer(
+            "synergai-store",
+            consumer::pull::Config {
+                durable_name: Some("synergai-store".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: (batch * 4) as i64,
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+/// Moves outcome events from the stream into the ledger until cancelled.
+pub async fn ingest_outcomes(
+    state: Arc<StoreState>,
+    consumer: consumer::PullConsumer,
+    cancel: CancellationToken,
+) {
+    let wait = Duration::from_millis(state.config.ingest.flush_interval_ms.max(10));
+    let max_backoff = Duration::from_millis(state.config.ingest.max_backoff_ms.max(1));
+    let batch_size = state.config.ingest.outcome_batch.max(1);
+    while !cancel.is_cancelled() {
+        let fetched = tokio::select! {
+            _ = cancel.cancelled() => return,
+            b = consumer.batch().max_messages(batch_size).expires(wait).messages() => b,
+        };
+        let mut messages = match fetched {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "outcome fetch failed");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let mut rows = Vec::new();
+        let mut acks = Vec::new();
+        while let Some(next) = messages.next().await {
+            let Ok(msg) = next else { continue };
+            match serde_json::from_slice::<Outcome>(&msg.payload)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))
+                .and_then(|o| check_outcome(&o).map(|()| o))
+            {
+                Ok(o) => {
+                    rows.push(o);
+                    acks.push(msg);
+                }
+                Err(e) => {
+                    // It can never become a row: acknowledge it away rather than loop on it.
+                    state
+                        .counters
+                        .outcomes_rejected
+                        .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("synergai_store_outcomes_rejected_total").increment(1);
+                    tracing::warn!(error = %e, "outcome event refused");
+                    let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                }
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let mut backoff = wait;
+        loop {
+            match state.observe(db::insert_outcomes(&state.pool, &rows).await) {
+                Ok(_) => {
+                    let n = rows.len() as u64;
+                    state
+                        .counters
+                        .outcomes_written
+                        .fetch_add(n, Ordering::Relaxed);
+                    metrics::counter!("synergai_store_ledger_rows_total").increment(n);
+                    futures_util::future::join_all(acks.iter().map(|m| m.ack())).await;
+                    break;
+                }
+                Err(e) => {
+                    if !is_unavailable(&e) {
+                        tracing::error!(error = %e, rows = rows.len(), "ledger write failed");
+                    }
+                    // Not acknowledged: JetStream redelivers after ack_wait if the store stops.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synergai_contract::store::ProfileKey;
+
+    fn job(n: u32) -> Telemetry {
+        Telemetry::Job(JobObservation {
+            worker: "w".into(),
+            key: ProfileKey {
+                device_class: "d".into(),
+                engine: "ort".into(),
+                model: "m".into(),
+                threads: n,
+                batch: 1,
+            },
+            exec_ms: 1.0,
+        })
+    }
+
+    fn threads(t: &Telemetry) -> u32 {
+        match t {
+            Telemetry::Job(j) => j.key.threads,
+            Telemetry::Worker(_) => 0,
+        }
+    }
+
+    #[test]
+    fn buffer_drops_the_oldest_and_counts() {
+        let b = TelemetryBuffer::new(3, 10);
+        let dropped: u64 = (1..=5).map(|n| b.push(job(n))).sum();
+        assert_eq!(dropped, 2);
+        let got: Vec<u32> = b.take(10).iter().map(threads).collect();
+        assert_eq!(got, [3, 4, 5]);
+    }
+
+    #[test]
+    fn put_back_keeps_order_and_the_bound() {
+        let b = TelemetryBuffer::new(4, 10);
+        for n in 1..=3 {
+            b.push(job(n));
+        }
+        let taken = b.take(2); // 1, 2 in flight
+        for n in 4..=6 {
+            b.push(job(n)); // 3, 4, 5, 6 fill it
+        }
+        let dropped = b.put_back(taken); // 1..6 is 6 > 4: the two oldest go
+        assert_eq!(dropped, 2);
+        let got: Vec<u32> = b.take(10).iter().map(threads).collect();
+        assert_eq!(got, [3, 4, 5, 6]);
+    }
+}
