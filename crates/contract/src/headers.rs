@@ -12,3 +12,5 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// The id the intake stamped on a request, on every message about it.
 pub const REQUEST_ID: &str = "Synergai-Request-Id";
+/// JetStream de-duplication id (the request id on accepted requests).
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";

@@ -7,8 +7,10 @@
 //! - [`error`] — error codes and the error body.
 //! - [`catalog`] — the model catalogue written by `scripts/setup`.
 //! - [`profile`] — offline profiling records.
+//! - [`serving`] — the serving path's job envelope, worker heartbeat and scheduler messages.
 //! - [`site`] — site tiers (edge, cloud).
 //! - [`store`] — the profiling store's requests, replies and events.
+//! - [`trace`] — W3C trace context.
 //!
 //! A shipped version of this contract is frozen: snapshot tests (`tests/wire.rs`) catch any
 //! change to the serialised JSON.
@@ -18,10 +20,12 @@ pub mod error;
 pub mod headers;
 pub mod oip;
 pub mod profile;
+pub mod serving;
 pub mod site;
 pub mod store;
 pub mod subjects;
 pub mod tensor;
+pub mod trace;
 
 pub use error::{ContractError, ErrorBody, ErrorCode};
 pub use site::Tier;

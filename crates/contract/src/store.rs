@@ -1,6 +1,6 @@
 //! The profiling store's wire contract: request-reply messages under `synergai.v1.store.`,
-//! and the events the store consumes (`synergai.v1.events.job.*`, `.worker.*`, `.outcome.*`)
-//! and publishes (`synergai.v1.events.profiles.updated`).
+//! and the events the store consumes (`synergai.v1.events.job.*`, `.worker.*` heartbeats,
+//! `.outcome.*`) and publishes (`synergai.v1.events.profiles.updated`).
 //!
 //! Every message denies unknown fields (a misspelt field is a 400, not a silent default), so
 //! none uses `#[serde(flatten)]`, which serde cannot combine with that; keys nest instead.
@@ -326,9 +326,12 @@ pub struct JobObservation {
     pub key: ProfileKey,
     /// Execution time of the batch, ms.
     pub exec_ms: f64,
+    /// Requests the batch answered (for schedulers to release what they reserved).
+    #[serde(default)]
+    pub request_ids: Vec<String>,
 }
 
-/// Event `events.worker.<worker>`: a worker's identity and liveness.
+/// A worker's identity (carried by its heartbeat, [`crate::serving::WorkerHeartbeat`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerStatus {

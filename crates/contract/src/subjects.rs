@@ -189,8 +189,9 @@ impl Subjects {
         format!("{}.events.profiles.updated", self.root)
     }
 
-    /// JetStream stream holding outcome events until the store has written them.
-    pub fn outcome_stream(&self) -> String {
+    /// A JetStream stream or bucket name for this deployment: `name` behind the prefix, with
+    /// every character a stream name may not hold replaced.
+    fn stream_name(&self, name: &str) -> String {
         let prefix: String = self
             .root
             .strip_suffix(ROOT)
@@ -198,7 +199,59 @@ impl Subjects {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        format!("{prefix}SYNERGAI_OUTCOMES")
+        format!("{prefix}{name}")
+    }
+
+    /// JetStream stream holding outcome events until the store has written them.
+    pub fn outcome_stream(&self) -> String {
+        self.stream_name("SYNERGAI_OUTCOMES")
+    }
+
+    /// Accepted requests on their way to a scheduler, `synergai.v1.sched.requests.<model>`
+    /// (JetStream work queue: a request survives a scheduler restart).
+    pub fn sched_request(&self, model: &ModelName) -> String {
+        format!("{}.sched.requests.{model}", self.root)
+    }
+
+    /// Every model's accepted requests.
+    pub fn sched_requests(&self) -> String {
+        format!("{}.sched.requests.*", self.root)
+    }
+
+    /// JetStream stream of accepted requests.
+    pub fn request_stream(&self) -> String {
+        self.stream_name("SYNERGAI_REQUESTS")
+    }
+
+    /// JetStream key-value bucket where the one reply to each request is claimed.
+    pub fn reply_bucket(&self) -> String {
+        self.stream_name("SYNERGAI_REPLIES")
+    }
+
+    /// A worker's job subject, `synergai.v1.workers.jobs.<worker>` (request-reply: the worker
+    /// acknowledges queueing).
+    pub fn worker_jobs(&self, worker: &Token) -> String {
+        format!("{}.workers.jobs.{worker}", self.root)
+    }
+
+    /// A worker's ping subject, `synergai.v1.workers.ping.<worker>` (round-trip measurement).
+    pub fn worker_ping(&self, worker: &Token) -> String {
+        format!("{}.workers.ping.{worker}", self.root)
+    }
+
+    /// Event: how a request was placed, `synergai.v1.events.decision.<scheduler>`.
+    pub fn decision_event(&self, scheduler: &Token) -> String {
+        format!("{}.events.decision.{scheduler}", self.root)
+    }
+
+    /// Every scheduler's decision events.
+    pub fn decision_events(&self) -> String {
+        format!("{}.events.decision.*", self.root)
+    }
+
+    /// The schedulers' control subject (request-reply; every instance answers).
+    pub fn scheduler_control(&self) -> String {
+        format!("{}.scheduler.control", self.root)
     }
 
     /// The model token of an inference subject, if `subject` is one.
@@ -283,6 +336,10 @@ mod tests {
             "t_4_x_SYNERGAI_OUTCOMES"
         );
         assert!(Token::parse("a.b").is_err());
+        assert_eq!(s.sched_request(&m), "synergai.v1.sched.requests.resnet50");
+        assert_eq!(s.worker_jobs(&w), "synergai.v1.workers.jobs.edge-a_w1");
+        assert_eq!(Subjects::with_prefix("t1").request_stream(), "t1_SYNERGAI_REQUESTS");
+        assert_eq!(s.reply_bucket(), "SYNERGAI_REPLIES");
 
         let t = Subjects::with_prefix("t42");
         assert_eq!(t.infer(&m), "t42.synergai.v1.infer.resnet50");

@@ -343,3 +343,146 @@ mod tests {
         assert!(err.to_string().contains("unknown datatype"), "{err}");
     }
 }
+
+/// Builds the same [`TensorData`] variant from the inner `Vec` of `$data`.
+macro_rules! map_tensor_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::Uint8($v) => TensorData::Uint8($body),
+            TensorData::Uint16($v) => TensorData::Uint16($body),
+            TensorData::Uint32($v) => TensorData::Uint32($body),
+            TensorData::Uint64($v) => TensorData::Uint64($body),
+            TensorData::Int8($v) => TensorData::Int8($body),
+            TensorData::Int16($v) => TensorData::Int16($body),
+            TensorData::Int32($v) => TensorData::Int32($body),
+            TensorData::Int64($v) => TensorData::Int64($body),
+            TensorData::Fp32($v) => TensorData::Fp32($body),
+            TensorData::Fp64($v) => TensorData::Fp64($body),
+        }
+    };
+}
+
+fn slice_rows<T: Clone>(v: &[T], outer: usize, dim: usize, inner: usize, start: usize, len: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        let base = o * dim * inner;
+        out.extend_from_slice(&v[base + start * inner..base + (start + len) * inner]);
+    }
+    out
+}
+
+impl Tensor {
+    /// The `len` entries starting at `start` along `axis` (a batch's samples `start..start+len`).
+    pub fn slice_axis(&self, axis: usize, start: usize, len: usize) -> Result<Tensor, ContractError> {
+        let dim = *self.shape.get(axis).ok_or_else(|| {
+            ContractError::BadRequest(format!("tensor {:?} has no axis {axis}", self.name))
+        })?;
+        if start.checked_add(len).is_none_or(|end| end > dim) {
+            return Err(ContractError::BadRequest(format!(
+                "tensor {:?}: rows {start}..{} outside axis {axis} of {dim}",
+                self.name,
+                start.saturating_add(len)
+            )));
+        }
+        let outer: usize = self.shape[..axis].iter().product();
+        let inner: usize = self.shape[axis + 1..].iter().product();
+        let mut shape = self.shape.clone();
+        shape[axis] = len;
+        Ok(Tensor {
+            name: self.name.clone(),
+            shape,
+            data: map_tensor_data!(&self.data, v => slice_rows(v, outer, dim, inner, start, len)),
+        })
+    }
+
+    /// Joins tensors of one name and datatype along `axis`; every other dimension must agree.
+    pub fn concat_axis(parts: &[&Tensor], axis: usize) -> Result<Tensor, ContractError> {
+        let bad = |msg: String| ContractError::BadRequest(msg);
+        let first = parts.first().ok_or_else(|| bad("nothing to concatenate".into()))?;
+        if axis >= first.shape.len() {
+            return Err(bad(format!("tensor {:?} has no axis {axis}", first.name)));
+        }
+        let same_frame = |t: &Tensor| {
+            t.datatype() == first.datatype()
+                && t.shape.len() == first.shape.len()
+                && t.shape.iter().zip(&first.shape).enumerate().all(|(k, (a, b))| k == axis || a == b)
+        };
+        if !parts.iter().all(|t| same_frame(t)) {
+            return Err(bad(format!("tensors {:?} do not line up along axis {axis}", first.name)));
+        }
+        let outer: usize = first.shape[..axis].iter().product();
+        let inner: usize = first.shape[axis + 1..].iter().product();
+        let total: usize = parts.iter().map(|t| t.shape[axis]).sum();
+        let mut shape = first.shape.clone();
+        shape[axis] = total;
+        macro_rules! join {
+            ($variant:ident) => {{
+                let mut out = Vec::with_capacity(outer * total * inner);
+                for o in 0..outer {
+                    for t in parts {
+                        let TensorData::$variant(v) = &t.data else { unreachable!("datatypes checked") };
+                        let rows = t.shape[axis] * inner;
+                        out.extend_from_slice(&v[o * rows..(o + 1) * rows]);
+                    }
+                }
+                TensorData::$variant(out)
+            }};
+        }
+        let data = match &first.data {
+            TensorData::Bool(_) => join!(Bool),
+            TensorData::Uint8(_) => join!(Uint8),
+            TensorData::Uint16(_) => join!(Uint16),
+            TensorData::Uint32(_) => join!(Uint32),
+            TensorData::Uint64(_) => join!(Uint64),
+            TensorData::Int8(_) => join!(Int8),
+            TensorData::Int16(_) => join!(Int16),
+            TensorData::Int32(_) => join!(Int32),
+            TensorData::Int64(_) => join!(Int64),
+            TensorData::Fp32(_) => join!(Fp32),
+            TensorData::Fp64(_) => join!(Fp64),
+        };
+        Ok(Tensor {
+            name: first.name.clone(),
+            shape,
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod axis_tests {
+    use super::*;
+
+    fn t(shape: Vec<usize>) -> Tensor {
+        let n = shape.iter().product::<usize>();
+        Tensor::new("x", shape, TensorData::Int32((0..n as i32).collect())).expect("consistent")
+    }
+
+    #[test]
+    fn slicing_and_joining_along_any_axis_round_trips() {
+        // [2, 3, 2]: axis 1 is the batch (like silero's state [2, batch, 128]).
+        let x = t(vec![2, 3, 2]);
+        let a = x.slice_axis(1, 0, 1).expect("in range");
+        let b = x.slice_axis(1, 1, 2).expect("in range");
+        assert_eq!(a.shape, [2, 1, 2]);
+        assert_eq!(a.data, TensorData::Int32(vec![0, 1, 6, 7]));
+        assert_eq!(b.data, TensorData::Int32(vec![2, 3, 4, 5, 8, 9, 10, 11]));
+        assert_eq!(Tensor::concat_axis(&[&a, &b], 1).expect("lines up"), x);
+        let rows = t(vec![4, 3]);
+        let parts: Vec<Tensor> = (0..4).map(|i| rows.slice_axis(0, i, 1).expect("row")).collect();
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        assert_eq!(Tensor::concat_axis(&refs, 0).expect("lines up"), rows);
+    }
+
+    #[test]
+    fn misfits_are_refused() {
+        let x = t(vec![2, 3]);
+        assert!(x.slice_axis(2, 0, 1).is_err());
+        assert!(x.slice_axis(0, 1, 2).is_err());
+        let y = t(vec![2, 4]);
+        assert!(Tensor::concat_axis(&[&x, &y], 0).is_err(), "other dims differ");
+        assert!(Tensor::concat_axis(&[&x, &y], 1).is_ok());
+        assert!(Tensor::concat_axis(&[], 0).is_err());
+    }
+}

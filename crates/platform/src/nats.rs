@@ -1,10 +1,12 @@
-//! NATS connections and the contract's error replies.
+//! NATS connections, the contract's error replies, trace-context propagation and the
+//! one-reply-per-request claims.
 
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, HeaderMap, Message, Subject};
 use serde::{Deserialize, Serialize};
-use synergai_contract::headers::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use synergai_contract::headers::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE, TRACEPARENT};
+use synergai_contract::trace::TraceContext;
 use synergai_contract::{ErrorBody, ErrorCode, Subjects};
 
 /// NATS settings (`[nats]`, `SYNERGAI_NATS__*`).
@@ -121,4 +123,81 @@ pub fn error_of(reply: &Message) -> Option<(ErrorCode, String)> {
         })
         .unwrap_or_default();
     Some((code, text))
+}
+
+/// The trace context a message carries in `traceparent`, if valid.
+pub fn trace_of(headers: Option<&HeaderMap>) -> Option<TraceContext> {
+    headers
+        .and_then(|h| h.get(TRACEPARENT))
+        .and_then(|v| TraceContext::parse(v.as_str()))
+}
+
+/// Continues the trace of `parent` (or starts one) with a new span: the context a service
+/// attaches to what it publishes next.
+pub fn next_span(parent: Option<&TraceContext>) -> TraceContext {
+    match parent {
+        Some(p) => p.child(rand::random()),
+        None => TraceContext::root(rand::random()),
+    }
+}
+
+/// Sets `traceparent` (and drops any stale `tracestate` with it).
+pub fn set_trace(headers: &mut HeaderMap, ctx: &TraceContext) {
+    headers.insert(TRACEPARENT, ctx.to_string().as_str());
+}
+
+/// Where the one reply to each request is claimed: whoever answers a request (a worker with
+/// its result, a scheduler with 503/504 after losing a worker) first creates the request's key;
+/// only the creator sends a reply. A request can therefore never be answered twice, even when
+/// a job is re-dispatched while its first worker, thought lost, still finishes it.
+#[derive(Clone)]
+pub struct ReplyClaims {
+    kv: async_nats::jetstream::kv::Store,
+}
+
+/// Why the claim store could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("reply claims: {0}")]
+pub struct ClaimError(String);
+
+impl ReplyClaims {
+    /// Opens (creating if needed) the claim bucket of a deployment. Claims expire after
+    /// `keep`, long after any request could still be answered.
+    pub async fn open(client: &Client, subjects: &Subjects, keep: Duration) -> Result<Self, ClaimError> {
+        let js = async_nats::jetstream::new(client.clone());
+        let bucket = subjects.reply_bucket();
+        let kv = match js.get_key_value(&bucket).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(async_nats::jetstream::kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    max_age: keep,
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ClaimError(e.to_string()))?,
+        };
+        Ok(ReplyClaims { kv })
+    }
+
+    /// Claims the reply to `request_id` for `by`; true if this caller won and must reply.
+    pub async fn claim(&self, request_id: &str, by: &str) -> Result<bool, ClaimError> {
+        use async_nats::jetstream::kv::CreateErrorKind;
+        match self.kv.create(request_id, by.as_bytes().to_vec().into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(ClaimError(e.to_string())),
+        }
+    }
+
+    /// Who claimed `request_id`, if anyone.
+    pub async fn claimed_by(&self, request_id: &str) -> Result<Option<String>, ClaimError> {
+        self.kv
+            .get(request_id)
+            .await
+            .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .map_err(|e| ClaimError(e.to_string()))
+    }
 }

@@ -1,6 +1,7 @@
 use async_nats::Client;
 use async_nats::jetstream;
-use synergai_contract::store::{JobObservation, Outcome, WorkerStatus};
+use synergai_contract::serving::WorkerHeartbeat;
+use synergai_contract::store::{JobObservation, Outcome};
 use synergai_contract::{Subjects, Token};
 
 use crate::StoreError;
@@ -40,11 +41,11 @@ impl EventPublisher {
             .map_err(|e| StoreError::Nats(e.to_string()))
     }
 
-    /// A worker's status (core NATS).
-    pub async fn worker(&self, s: &WorkerStatus) -> Result<(), StoreError> {
-        let subject = self.subjects.worker_event(&token(&s.id)?);
+    /// A worker's heartbeat (core NATS).
+    pub async fn heartbeat(&self, h: &WorkerHeartbeat) -> Result<(), StoreError> {
+        let subject = self.subjects.worker_event(&token(&h.status.id)?);
         self.nats
-            .publish(subject, encode(s)?.into())
+            .publish(subject, encode(h)?.into())
             .await
             .map_err(|e| StoreError::Nats(e.to_string()))
     }

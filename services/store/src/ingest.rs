@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
+use synergai_contract::serving::WorkerHeartbeat;
 use synergai_contract::store::{
     JobObservation, Outcome, ProfilesUpdated, UpdateSource, WorkerStatus,
 };
@@ -203,9 +204,9 @@ pub async fn receive_telemetry(
                 .map_err(|e| ApiError::BadRequest(e.to_string()))
                 .and_then(|o| check_job(&o).map(|()| Telemetry::Job(o)))
         } else {
-            serde_json::from_slice::<WorkerStatus>(&msg.payload)
+            serde_json::from_slice::<WorkerHeartbeat>(&msg.payload)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))
-                .and_then(|w| check_worker(&w).map(|()| Telemetry::Worker(w)))
+                .and_then(|h| check_worker(&h.status).map(|()| Telemetry::Worker(h.status)))
         };
         match parsed {
             Ok(item) => {
@@ -435,6 +436,7 @@ mod tests {
                 batch: 1,
             },
             exec_ms: 1.0,
+            request_ids: vec![],
         })
     }
 

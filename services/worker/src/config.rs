@@ -22,6 +22,8 @@ pub struct WorkerConfig {
     pub engines: EnginesConfig,
     /// Offline profiling defaults.
     pub profile: ProfileConfig,
+    /// Serving.
+    pub serve: ServeConfig,
     /// NATS connection.
     pub nats: NatsConfig,
     /// Logs and traces.
@@ -129,6 +131,50 @@ impl Default for ProfileConfig {
             max_runs: 1000,
             budget_ms: 2000,
             batches: vec![1, 2, 4, 8],
+        }
+    }
+}
+
+/// Serving (`[serve]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Models to serve; empty means every catalogue model.
+    pub models: Vec<String>,
+    /// Engines to serve with; empty means every enabled engine.
+    pub engines: Vec<crate::engine::EngineKind>,
+    /// Intra-op thread counts to keep sessions for; empty means 1 and every allowed core.
+    pub threads: Vec<usize>,
+    /// Batch sizes whose tract plans are compiled at start (others compile on first use).
+    pub batches: Vec<usize>,
+    /// Most jobs queued; a dispatch beyond it is refused (the scheduler places it elsewhere).
+    pub max_queue: usize,
+    /// Heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Answer 504 without running a job whose deadline passed before it could start.
+    pub drop_expired: bool,
+    /// Run queued jobs of one model together when the profile says it pays and every one of
+    /// them still meets its deadline.
+    pub batching: bool,
+    /// Most samples in one merged run.
+    pub max_batch: usize,
+    /// On SIGTERM, how long queued jobs may take to finish before the rest are answered 503, ms.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            models: Vec::new(),
+            engines: Vec::new(),
+            threads: Vec::new(),
+            batches: vec![1, 2, 4, 8],
+            max_queue: 256,
+            heartbeat_ms: 500,
+            drop_expired: true,
+            batching: true,
+            max_batch: 8,
+            drain_timeout_ms: 10_000,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`engine`] — the engine trait and the two engines.
 //! - [`models`] — checksum-verified model files and sessions checked against the catalogue.
 //! - [`profile`] — the offline sweep.
+//! - [`serve`] — the worker as a service: queue, executor, replies, heartbeats.
 //! - [`inputs`] — random inputs for profiling and tests.
 //! - [`config`] — configuration.
 
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod inputs;
 pub mod models;
 pub mod profile;
+pub mod serve;
 
 use std::path::PathBuf;
 

@@ -4,6 +4,7 @@
 //! synergai-worker profile --model squeezenet --engine ort --threads 1 --batch 1 --json
 //! synergai-worker check        # every model on every engine, batch 1 and the largest batch
 //! synergai-worker info         # identity, CPU, cores, engines and versions
+//! synergai-worker serve        # the worker service
 //! ```
 
 use std::io::Write;
@@ -17,13 +18,14 @@ use rand::SeedableRng;
 use serde_json::json;
 use synergai_contract::profile::ProfileLine;
 use synergai_contract::store::UpsertProfiles;
-use synergai_platform::{config, cpu, nats, telemetry};
+use synergai_platform::{config, cpu, nats, shutdown, telemetry};
 use synergai_store_client::StoreClient;
 use synergai_worker::Worker;
 use synergai_worker::config::WorkerConfig;
 use synergai_worker::engine::{EngineError, EngineKind};
 use synergai_worker::inputs::random_inputs;
 use synergai_worker::profile::{self, Plan};
+use synergai_worker::serve;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +55,8 @@ enum Command {
     },
     /// Print this worker's identity, CPU, cores, engines and versions as JSON.
     Info,
+    /// Serve: take jobs from the scheduler, answer clients, heartbeat (until SIGTERM/Ctrl-C).
+    Serve,
 }
 
 #[derive(Args)]
@@ -126,6 +130,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(args) => profile_cmd(&worker, &cfg, args),
         Command::Check { json } => check_cmd(&worker, json),
         Command::Info => info_cmd(&worker, &cfg),
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let cancel = shutdown::on_signals();
+                serve::serve(cfg, worker, cancel).await
+            })?;
+            Ok(())
+        }
     }
 }
 

@@ -34,7 +34,7 @@ fn obs(k: &ProfileKey, exec_ms: f64) -> JobObservation {
     JobObservation {
         worker: "w1".into(),
         key: k.clone(),
-        exec_ms,
+        exec_ms, request_ids: vec![],
     }
 }
 

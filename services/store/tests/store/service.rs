@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sqlx::PgPool;
 use synergai_contract::profile::Unsupported;
+use synergai_contract::serving::WorkerHeartbeat;
 use synergai_contract::store::{
     BestRequest, JobObservation, KneeMetric, KneeRule, LedgerDimension, LedgerQuery, Outcome,
     ProfileKey, ProfilesUpdated, TableRequest, UpdateSource, UpsertProfiles, WorkerStatus,
@@ -255,7 +256,7 @@ fn job(k: &ProfileKey, exec_ms: f64) -> JobObservation {
     JobObservation {
         worker: "w1".into(),
         key: k.clone(),
-        exec_ms,
+        exec_ms, request_ids: vec![],
     }
 }
 
@@ -272,14 +273,24 @@ async fn telemetry_refines_estimates_and_registers_workers(pool: PgPool) -> anyh
         batch: 1,
     };
     app.events
-        .worker(&WorkerStatus {
-            id: "w1".into(),
-            site: "local".into(),
-            tier: Tier::Cloud,
-            arch: "x86_64".into(),
-            device_class: "x86-2c".into(),
-            core_set: vec![0, 1],
-            engines: vec!["ort".into(), "tract".into()],
+        .heartbeat(&WorkerHeartbeat {
+            status: WorkerStatus {
+                id: "w1".into(),
+                site: "local".into(),
+                tier: Tier::Cloud,
+                arch: "x86_64".into(),
+                device_class: "x86-2c".into(),
+                core_set: vec![0, 1],
+                engines: vec!["ort".into(), "tract".into()],
+            },
+            seq: 1,
+            interval_ms: 500,
+            loaded: vec![],
+            queued: 0,
+            running: 0,
+            backlog_ms: 0.0,
+            draining: false,
+            jobs: vec![],
         })
         .await?;
     // The profile said 2.85 ms; the machine now takes 6 ms (say, a noisy neighbour).

@@ -1,0 +1,515 @@
+//! The worker as a service (`synergai-worker serve`): it registers and heartbeats (identity,
+//! loaded configurations, queue, backlog, the jobs it holds), takes dispatched jobs on its own
+//! subject into a deadline-aware queue, runs them on a dedicated executor thread with the
+//! configuration the scheduler chose (merging queued jobs of one model when the profile says it
+//! pays and the slack allows), and answers each client directly on its reply subject. Each
+//! reply is claimed first, so no request is ever answered twice. It publishes per-run
+//! telemetry and a per-request outcome. SIGTERM drains it: no new jobs, queued ones finish
+//! (those still queued at the drain timeout are answered 503), then it exits.
+
+pub mod executor;
+pub mod queue;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::{Client, HeaderMap, Message};
+use futures_util::StreamExt;
+use synergai_contract::headers::INFERENCE_HEADER_CONTENT_LENGTH;
+use synergai_contract::oip::{InferenceResponse, ReplyParameters, decode_request, parse_header_len};
+use synergai_contract::serving::{DispatchAck, DispatchMeta, JOB_HEADER, LoadedConfig, WorkerHeartbeat};
+use synergai_contract::store::{JobObservation, Outcome, ProfileKey, WorkerStatus};
+use synergai_contract::{ErrorCode, Tensor, Token};
+use synergai_platform::nats::{self as pnats, ReplyClaims};
+use synergai_store_client::{ColdStart, EventPublisher, ProfileCache};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::executor::{Done, Executor};
+use self::queue::{Job, JobQueue};
+use crate::Worker;
+use crate::config::WorkerConfig;
+use crate::engine::EngineKind;
+
+/// Microseconds since the Unix epoch (the clock deadlines are on).
+pub fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad identity or configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// NATS is unreachable.
+    #[error(transparent)]
+    Nats(#[from] pnats::NatsError),
+    /// NATS setup failed.
+    #[error("NATS setup: {0}")]
+    Setup(String),
+    /// Loading models failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+/// Identity and addresses shared by the service's tasks.
+struct Ctx {
+    nats: Client,
+    claims: ReplyClaims,
+    events: EventPublisher,
+    queue: Arc<JobQueue>,
+    status: WorkerStatus,
+    site: Token,
+    served: Vec<String>,
+    heartbeat_seq: AtomicU64,
+    heartbeat_ms: u64,
+    loaded: Vec<LoadedConfig>,
+}
+
+/// Runs the worker service until `cancel`, then drains.
+pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken) -> Result<(), ServeError> {
+    let id = Token::parse(cfg.worker.id.as_str()).map_err(|e| ServeError::Config(format!("worker.id: {e}")))?;
+    let site = Token::parse(cfg.worker.site.as_str()).map_err(|e| ServeError::Config(format!("worker.site: {e}")))?;
+    let catalog = worker.models.catalog();
+    let models: Vec<String> = if cfg.serve.models.is_empty() {
+        catalog.models.iter().map(|m| m.name.to_string()).collect()
+    } else {
+        cfg.serve.models.clone()
+    };
+    for m in &models {
+        catalog.model(m).map_err(|e| ServeError::Config(format!("serve.models: {e}")))?;
+    }
+    let engines: Vec<EngineKind> = if cfg.serve.engines.is_empty() {
+        worker.engines.iter().map(|e| e.kind()).collect()
+    } else {
+        cfg.serve.engines.clone()
+    };
+    let cores = worker.facts.core_set.len().max(1);
+    let mut threads: Vec<usize> = if cfg.serve.threads.is_empty() { vec![1, cores] } else { cfg.serve.threads.clone() };
+    threads.retain(|&t| t >= 1 && t <= cores);
+    threads.sort_unstable();
+    threads.dedup();
+    if threads.is_empty() {
+        return Err(ServeError::Config(format!("serve.threads: none within the {cores} allowed cores")));
+    }
+
+    let nats = pnats::connect(&cfg.nats, &format!("synergai-worker-{id}")).await?;
+    let subjects = cfg.nats.subjects();
+    let claims = ReplyClaims::open(&nats, &subjects, Duration::from_secs(600))
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let profiles = ProfileCache::new(nats.clone(), subjects.clone(), ColdStart::default());
+    let follower = profiles.follow(Duration::from_secs(30), cancel.clone());
+
+    // Load and warm every configuration on the executor thread, which keeps the sessions.
+    let worker = Arc::new(worker);
+    let queue = Arc::new(JobQueue::new(cfg.serve.max_queue));
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let exec_worker = worker.clone();
+    let exec_queue = queue.clone();
+    let device_class = worker.facts.device_class.clone();
+    let (serve_cfg, exec_models, exec_engines, exec_threads) = (cfg.serve.clone(), models.clone(), engines.clone(), threads.clone());
+    let exec_profiles = profiles.clone();
+    let executor = std::thread::Builder::new()
+        .name("synergai-executor".into())
+        .spawn(move || {
+            match executor::preload(&exec_worker, &exec_models, &exec_engines, &exec_threads, &serve_cfg.batches) {
+                Ok((sessions, loaded)) => {
+                    let _ = ready_tx.send(Ok(loaded));
+                    Executor {
+                        sessions,
+                        worker: exec_worker,
+                        profiles: Some(exec_profiles),
+                        device_class,
+                        drop_expired: serve_cfg.drop_expired,
+                        batching: serve_cfg.batching,
+                        max_batch: serve_cfg.max_batch,
+                    }
+                    .run(exec_queue, done_tx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| ServeError::Setup(format!("cannot start the executor thread: {e}")))?;
+    let loaded = ready_rx.await.map_err(|_| ServeError::Setup("executor thread died while loading".into()))??;
+    let served: Vec<String> = {
+        let mut s: Vec<String> = loaded.iter().map(|l| l.model.clone()).collect();
+        s.dedup();
+        s
+    };
+    tracing::info!(worker = %id, site = %site, models = ?served, configs = loaded.len(), "models loaded");
+
+    let ctx = Arc::new(Ctx {
+        events: EventPublisher::new(nats.clone(), subjects.clone()),
+        nats: nats.clone(),
+        claims,
+        queue: queue.clone(),
+        status: WorkerStatus {
+            id: id.to_string(),
+            site: site.to_string(),
+            tier: cfg.worker.tier,
+            arch: worker.facts.arch.clone(),
+            device_class: worker.facts.device_class.clone(),
+            core_set: worker.facts.core_set.iter().map(|&c| c as u32).collect(),
+            engines: engines.iter().map(|e| e.to_string()).collect(),
+        },
+        site,
+        served,
+        heartbeat_seq: AtomicU64::new(0),
+        heartbeat_ms: cfg.serve.heartbeat_ms.max(50),
+        loaded,
+    });
+
+    let jobs = nats
+        .subscribe(subjects.worker_jobs(&id))
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let pings = nats
+        .subscribe(subjects.worker_ping(&id))
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let stop_taking = CancellationToken::new();
+    let dispatcher = tokio::spawn(take_jobs(ctx.clone(), jobs, worker.clone(), stop_taking.clone()));
+    let ponger = tokio::spawn(answer_pings(nats.clone(), pings, stop_taking.clone()));
+    let replier = tokio::spawn(reply_loop(ctx.clone(), done_rx));
+    let heartbeats = CancellationToken::new();
+    let beater = tokio::spawn(heartbeat_loop(ctx.clone(), heartbeats.clone()));
+    heartbeat(&ctx).await;
+    tracing::info!(worker = %id, "serving");
+
+    cancel.cancelled().await;
+    // Drain: refuse new jobs (the heartbeat says so), let queued ones finish.
+    tracing::info!(worker = %id, "draining");
+    queue.drain();
+    heartbeat(&ctx).await;
+    let deadline = Instant::now() + Duration::from_millis(cfg.serve.drain_timeout_ms);
+    while !queue.idle() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for job in queue.take_queued() {
+        answer_error(&ctx, &job, ErrorCode::Unavailable, "worker shutting down before the job could run").await;
+    }
+    queue.close();
+    let _ = tokio::task::spawn_blocking(move || executor.join()).await;
+    let _ = replier.await;
+    stop_taking.cancel();
+    let _ = dispatcher.await;
+    let _ = ponger.await;
+    heartbeats.cancel();
+    let _ = beater.await;
+    heartbeat(&ctx).await;
+    let _ = follower.await;
+    if let Err(e) = nats.flush().await {
+        tracing::warn!(error = %e, "NATS flush at shutdown failed");
+    }
+    tracing::info!(worker = %id, "stopped");
+    Ok(())
+}
+
+async fn answer_pings(nats: Client, mut pings: async_nats::Subscriber, stop: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = pings.next() => match m { Some(m) => m, None => return },
+        };
+        if let Some(reply) = msg.reply {
+            let _ = nats.publish(reply, msg.payload).await;
+        }
+    }
+}
+
+async fn take_jobs(ctx: Arc<Ctx>, mut jobs: async_nats::Subscriber, worker: Arc<Worker>, stop: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = jobs.next() => match m { Some(m) => m, None => return },
+        };
+        let ack = accept(&ctx, &worker, msg.clone()).await;
+        if let Some(reply) = msg.reply {
+            let body = serde_json::to_vec(&ack).unwrap_or_default();
+            let _ = ctx.nats.publish(reply, body.into()).await;
+        }
+    }
+}
+
+fn refuse(reason: String, queue_len: u32) -> DispatchAck {
+    DispatchAck {
+        accepted: false,
+        reason: Some(reason),
+        queue_len,
+    }
+}
+
+/// Decodes a dispatched job and queues it.
+async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
+    let queued = ctx.queue.view().queued;
+    let Some(meta) = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(JOB_HEADER))
+        .and_then(|v| serde_json::from_str::<DispatchMeta>(v.as_str()).ok())
+    else {
+        return refuse(format!("missing or invalid {JOB_HEADER} header"), queued);
+    };
+    if !ctx.served.contains(&meta.job.model) {
+        return refuse(format!("model {} is not served here", meta.job.model), queued);
+    }
+    let trace = pnats::next_span(pnats::trace_of(msg.headers.as_ref()).as_ref());
+    // The intake validated the request; a body that still fails here is answered 400 directly.
+    let header_len = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
+        .map(|v| parse_header_len(v.as_str()));
+    let decoded = match header_len {
+        Some(Err(e)) => Err(e),
+        Some(Ok(n)) => decode_request(&msg.payload, Some(n)),
+        None => decode_request(&msg.payload, None),
+    }
+    .and_then(|req| {
+        let entry = worker.models.catalog().model(&meta.job.model)?;
+        let (inputs, _) = entry.check_inputs(req.inputs.clone())?;
+        Ok((req, inputs))
+    });
+    let (req, inputs) = match decoded {
+        Ok(x) => x,
+        Err(e) => {
+            let (code, text) = (e.code(), e.to_string());
+            let job = Job {
+                meta,
+                inputs: Vec::new(),
+                outputs: Vec::new(),
+                binary_output: false,
+                trace,
+                received: Instant::now(),
+            };
+            answer_error(ctx, &job, code, &text).await;
+            return DispatchAck {
+                accepted: true,
+                reason: Some(text),
+                queue_len: queued,
+            };
+        }
+    };
+    let job = Job {
+        meta,
+        inputs,
+        outputs: req.outputs,
+        binary_output: req.binary_output,
+        trace,
+        received: Instant::now(),
+    };
+    match ctx.queue.push(job) {
+        Ok(n) => DispatchAck {
+            accepted: true,
+            reason: None,
+            queue_len: n as u32,
+        },
+        Err((_, why)) => refuse(why.to_string(), queued),
+    }
+}
+
+async fn heartbeat_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(ctx.heartbeat_ms));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => heartbeat(&ctx).await,
+        }
+    }
+}
+
+async fn heartbeat(ctx: &Ctx) {
+    let view = ctx.queue.view();
+    let hb = WorkerHeartbeat {
+        status: ctx.status.clone(),
+        seq: ctx.heartbeat_seq.fetch_add(1, Ordering::Relaxed),
+        interval_ms: ctx.heartbeat_ms,
+        loaded: ctx.loaded.clone(),
+        queued: view.queued,
+        running: view.running,
+        backlog_ms: view.backlog_ms,
+        draining: view.draining,
+        jobs: view.jobs,
+    };
+    if let Err(e) = ctx.events.heartbeat(&hb).await {
+        tracing::warn!(error = %e, "heartbeat not sent");
+    }
+}
+
+/// Claims the reply to a job; true if this worker must send it. If the claim store cannot be
+/// reached, the worker answers anyway: a reply that might be a duplicate beats none.
+async fn claim(ctx: &Ctx, job: &Job) -> bool {
+    match ctx.claims.claim(job.id(), &ctx.status.id).await {
+        Ok(won) => {
+            if !won {
+                tracing::info!(request = job.id(), "already answered elsewhere; reply suppressed");
+                metrics::counter!("synergai_worker_replies_suppressed_total").increment(1);
+            }
+            won
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, request = job.id(), "reply claim unavailable; answering anyway");
+            true
+        }
+    }
+}
+
+fn outcome(ctx: &Ctx, job: &Job, code: u16, queue_ms: Option<f64>, exec_ms: Option<f64>, run_batch: Option<u32>) -> Outcome {
+    let now = unix_us();
+    let total_ms = (now - job.meta.job.arrival_us) as f64 / 1000.0;
+    let violated = code != 200 || total_ms > job.meta.job.slo_ms;
+    Outcome {
+        request_id: job.meta.job.request_id.clone(),
+        model: job.meta.job.model.clone(),
+        slo_ms: job.meta.job.slo_ms,
+        arrival: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(job.meta.job.arrival_us) * 1000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        policy: job.meta.policy.clone(),
+        site: Some(ctx.status.site.clone()),
+        worker: Some(ctx.status.id.clone()),
+        engine: Some(job.meta.engine.clone()),
+        threads: Some(job.meta.threads),
+        batch: run_batch,
+        code,
+        queue_ms,
+        exec_ms,
+        total_ms,
+        violated,
+        excess_ms: if code == 200 { (total_ms - job.meta.job.slo_ms).max(0.0) } else { 0.0 },
+    }
+}
+
+/// Answers a job with an error (claimed) and records its outcome.
+async fn answer_error(ctx: &Ctx, job: &Job, code: ErrorCode, text: &str) {
+    if claim(ctx, job).await {
+        let reply = async_nats::Subject::from(job.meta.job.reply.as_str());
+        let _ = pnats::reply_error(&ctx.nats, reply, code, text).await;
+        let o = outcome(ctx, job, code.as_u16(), None, None, None);
+        publish_outcomes(ctx, vec![o]);
+    }
+    ctx.queue.finished(&[job.id().to_owned()]);
+}
+
+fn publish_outcomes(ctx: &Ctx, outcomes: Vec<Outcome>) {
+    let events = ctx.events.clone();
+    let site = ctx.site.clone();
+    tokio::spawn(async move {
+        if let Err(e) = events.outcomes(&site, &outcomes).await {
+            tracing::warn!(error = %e, n = outcomes.len(), "outcome events not published");
+        }
+    });
+}
+
+/// Sends replies, outcomes and telemetry for what the executor finished.
+async fn reply_loop(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Done>) {
+    while let Some(d) = done.recv().await {
+        match d {
+            Done::Expired(job) => {
+                metrics::counter!("synergai_worker_expired_total").increment(1);
+                answer_error(&ctx, &job, ErrorCode::DeadlineExceeded, "deadline passed before the job could start").await;
+            }
+            Done::Failed(jobs, e) => {
+                tracing::error!(error = %e, "inference failed");
+                for job in &jobs {
+                    answer_error(&ctx, job, e.code(), &e.to_string()).await;
+                }
+            }
+            Done::Ran { jobs, outputs, started, runs } => {
+                let exec_ms: f64 = runs.iter().map(|r| r.exec_ms).sum();
+                let run_batch = runs.first().map_or(1, |r| r.batch);
+                let mut outcomes = Vec::with_capacity(jobs.len());
+                for (job, outs) in jobs.iter().zip(outputs) {
+                    let queue_ms = started.saturating_duration_since(job.received).as_secs_f64() * 1000.0;
+                    if claim(&ctx, job).await {
+                        send_reply(&ctx, job, outs, queue_ms, exec_ms, run_batch).await;
+                        outcomes.push(outcome(&ctx, job, 200, Some(queue_ms), Some(exec_ms), Some(run_batch)));
+                    }
+                }
+                let ids: Vec<String> = jobs.iter().map(|j| j.id().to_owned()).collect();
+                ctx.queue.finished(&ids);
+                publish_outcomes(&ctx, outcomes);
+                for run in runs {
+                    let o = JobObservation {
+                        worker: ctx.status.id.clone(),
+                        key: ProfileKey {
+                            device_class: ctx.status.device_class.clone(),
+                            engine: run.engine.to_string(),
+                            model: jobs[0].meta.job.model.clone(),
+                            threads: run.threads,
+                            batch: run.batch,
+                        },
+                        exec_ms: run.exec_ms,
+                        request_ids: ids.clone(),
+                    };
+                    if let Err(e) = ctx.events.job(&o).await {
+                        tracing::warn!(error = %e, "job telemetry not published");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send_reply(ctx: &Ctx, job: &Job, outputs: Vec<Tensor>, queue_ms: f64, exec_ms: f64, run_batch: u32) {
+    let m = &job.meta;
+    let wanted: Vec<Tensor> = if job.outputs.is_empty() {
+        outputs
+    } else {
+        outputs.into_iter().filter(|t| job.outputs.iter().any(|o| o.name == t.name)).collect()
+    };
+    let total_ms = (unix_us() - m.job.arrival_us) as f64 / 1000.0;
+    let params = ReplyParameters {
+        request_id: m.job.request_id.clone(),
+        site: ctx.status.site.clone(),
+        worker: ctx.status.id.clone(),
+        arch: ctx.status.arch.clone(),
+        device_class: ctx.status.device_class.clone(),
+        engine: m.engine.clone(),
+        threads: m.threads,
+        batch: run_batch,
+        queue_ms,
+        exec_ms,
+        total_ms,
+        slo_ms: m.job.slo_ms,
+        violated: total_ms > m.job.slo_ms,
+        policy: m.policy.clone(),
+    };
+    let response = InferenceResponse {
+        model_name: m.job.model.clone(),
+        id: None,
+        parameters: params.to_parameters(),
+        outputs: wanted,
+    };
+    let wants_binary = |name: &str| {
+        job.binary_output
+            || job.outputs.iter().any(|o| {
+                o.name == name && o.parameters.get(synergai_contract::oip::PARAM_BINARY_DATA) == Some(&serde_json::Value::Bool(true))
+            })
+    };
+    let reply = async_nats::Subject::from(m.job.reply.as_str());
+    match response.encode(wants_binary) {
+        Ok(enc) => {
+            let mut headers = HeaderMap::new();
+            pnats::set_trace(&mut headers, &job.trace);
+            headers.insert(synergai_contract::headers::REQUEST_ID, m.job.request_id.as_str());
+            if let Some(n) = enc.header_len {
+                headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.to_string().as_str());
+            }
+            if let Err(e) = ctx.nats.publish_with_headers(reply, headers, enc.body.into()).await {
+                tracing::warn!(error = %e, request = %m.job.request_id, "reply not sent");
+            }
+        }
+        Err(e) => {
+            let _ = pnats::reply_error(&ctx.nats, reply, ErrorCode::Internal, &e.to_string()).await;
+        }
+    }
+    metrics::histogram!("synergai_worker_exec_ms", "model" => m.job.model.clone(), "engine" => m.engine.clone()).record(exec_ms);
+}
