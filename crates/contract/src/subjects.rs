@@ -223,9 +223,19 @@ impl Subjects {
         self.stream_name("SYNERGAI_REQUESTS")
     }
 
-    /// JetStream key-value bucket where the one reply to each request is claimed.
+    /// JetStream stream where the one reply to each request is claimed.
     pub fn reply_bucket(&self) -> String {
         self.stream_name("SYNERGAI_REPLIES")
+    }
+
+    /// Every claim subject (the claim stream's).
+    pub fn claims(&self) -> String {
+        format!("{}.claims.*", self.root)
+    }
+
+    /// The claim subject of a request, `synergai.v1.claims.<request id>`, if the id is a token.
+    pub fn claim(&self, request_id: &str) -> Option<String> {
+        is_token(request_id).then(|| format!("{}.claims.{request_id}", self.root))
     }
 
     /// A worker's job subject, `synergai.v1.workers.jobs.<worker>` (request-reply: the worker
@@ -338,7 +348,10 @@ mod tests {
         assert!(Token::parse("a.b").is_err());
         assert_eq!(s.sched_request(&m), "synergai.v1.sched.requests.resnet50");
         assert_eq!(s.worker_jobs(&w), "synergai.v1.workers.jobs.edge-a_w1");
-        assert_eq!(Subjects::with_prefix("t1").request_stream(), "t1_SYNERGAI_REQUESTS");
+        assert_eq!(
+            Subjects::with_prefix("t1").request_stream(),
+            "t1_SYNERGAI_REQUESTS"
+        );
         assert_eq!(s.reply_bucket(), "SYNERGAI_REPLIES");
 
         let t = Subjects::with_prefix("t42");

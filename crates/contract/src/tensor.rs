@@ -363,7 +363,14 @@ macro_rules! map_tensor_data {
     };
 }
 
-fn slice_rows<T: Clone>(v: &[T], outer: usize, dim: usize, inner: usize, start: usize, len: usize) -> Vec<T> {
+fn slice_rows<T: Clone>(
+    v: &[T],
+    outer: usize,
+    dim: usize,
+    inner: usize,
+    start: usize,
+    len: usize,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(outer * len * inner);
     for o in 0..outer {
         let base = o * dim * inner;
@@ -374,7 +381,12 @@ fn slice_rows<T: Clone>(v: &[T], outer: usize, dim: usize, inner: usize, start: 
 
 impl Tensor {
     /// The `len` entries starting at `start` along `axis` (a batch's samples `start..start+len`).
-    pub fn slice_axis(&self, axis: usize, start: usize, len: usize) -> Result<Tensor, ContractError> {
+    pub fn slice_axis(
+        &self,
+        axis: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Tensor, ContractError> {
         let dim = *self.shape.get(axis).ok_or_else(|| {
             ContractError::BadRequest(format!("tensor {:?} has no axis {axis}", self.name))
         })?;
@@ -399,17 +411,26 @@ impl Tensor {
     /// Joins tensors of one name and datatype along `axis`; every other dimension must agree.
     pub fn concat_axis(parts: &[&Tensor], axis: usize) -> Result<Tensor, ContractError> {
         let bad = |msg: String| ContractError::BadRequest(msg);
-        let first = parts.first().ok_or_else(|| bad("nothing to concatenate".into()))?;
+        let first = parts
+            .first()
+            .ok_or_else(|| bad("nothing to concatenate".into()))?;
         if axis >= first.shape.len() {
             return Err(bad(format!("tensor {:?} has no axis {axis}", first.name)));
         }
         let same_frame = |t: &Tensor| {
             t.datatype() == first.datatype()
                 && t.shape.len() == first.shape.len()
-                && t.shape.iter().zip(&first.shape).enumerate().all(|(k, (a, b))| k == axis || a == b)
+                && t.shape
+                    .iter()
+                    .zip(&first.shape)
+                    .enumerate()
+                    .all(|(k, (a, b))| k == axis || a == b)
         };
         if !parts.iter().all(|t| same_frame(t)) {
-            return Err(bad(format!("tensors {:?} do not line up along axis {axis}", first.name)));
+            return Err(bad(format!(
+                "tensors {:?} do not line up along axis {axis}",
+                first.name
+            )));
         }
         let outer: usize = first.shape[..axis].iter().product();
         let inner: usize = first.shape[axis + 1..].iter().product();
@@ -421,7 +442,9 @@ impl Tensor {
                 let mut out = Vec::with_capacity(outer * total * inner);
                 for o in 0..outer {
                     for t in parts {
-                        let TensorData::$variant(v) = &t.data else { unreachable!("datatypes checked") };
+                        let TensorData::$variant(v) = &t.data else {
+                            unreachable!("datatypes checked")
+                        };
                         let rows = t.shape[axis] * inner;
                         out.extend_from_slice(&v[o * rows..(o + 1) * rows]);
                     }
@@ -470,7 +493,9 @@ mod axis_tests {
         assert_eq!(b.data, TensorData::Int32(vec![2, 3, 4, 5, 8, 9, 10, 11]));
         assert_eq!(Tensor::concat_axis(&[&a, &b], 1).expect("lines up"), x);
         let rows = t(vec![4, 3]);
-        let parts: Vec<Tensor> = (0..4).map(|i| rows.slice_axis(0, i, 1).expect("row")).collect();
+        let parts: Vec<Tensor> = (0..4)
+            .map(|i| rows.slice_axis(0, i, 1).expect("row"))
+            .collect();
         let refs: Vec<&Tensor> = parts.iter().collect();
         assert_eq!(Tensor::concat_axis(&refs, 0).expect("lines up"), rows);
     }
@@ -481,7 +506,10 @@ mod axis_tests {
         assert!(x.slice_axis(2, 0, 1).is_err());
         assert!(x.slice_axis(0, 1, 2).is_err());
         let y = t(vec![2, 4]);
-        assert!(Tensor::concat_axis(&[&x, &y], 0).is_err(), "other dims differ");
+        assert!(
+            Tensor::concat_axis(&[&x, &y], 0).is_err(),
+            "other dims differ"
+        );
         assert!(Tensor::concat_axis(&[&x, &y], 1).is_ok());
         assert!(Tensor::concat_axis(&[], 0).is_err());
     }

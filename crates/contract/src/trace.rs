@@ -16,7 +16,11 @@ pub struct TraceContext {
 }
 
 fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
-    if s.len() != out.len() * 2 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != out.len() * 2
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     for (i, o) in out.iter_mut().enumerate() {
@@ -30,7 +34,8 @@ impl TraceContext {
     /// new trace rather than failing the request).
     pub fn parse(header: &str) -> Option<Self> {
         let mut parts = header.trim().split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (version, trace, span, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         // Version 00 has exactly four fields; later versions may append more.
         if version.len() != 2 || version == "ff" || (version == "00" && parts.next().is_some()) {
             return None;
@@ -91,7 +96,13 @@ fn hex(bytes: &[u8]) -> String {
 
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{}-{}-{:02x}", self.trace_hex(), self.span_hex(), self.flags)
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_hex(),
+            self.span_hex(),
+            self.flags
+        )
     }
 }
 
@@ -127,7 +138,10 @@ mod tests {
             assert!(TraceContext::parse(bad).is_none(), "{bad:?} accepted");
         }
         // A later version may carry more fields.
-        assert!(TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+        assert!(
+            TraceContext::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x")
+                .is_some()
+        );
     }
 
     #[test]

@@ -147,12 +147,15 @@ pub fn set_trace(headers: &mut HeaderMap, ctx: &TraceContext) {
 }
 
 /// Where the one reply to each request is claimed: whoever answers a request (a worker with
-/// its result, a scheduler with 503/504 after losing a worker) first creates the request's key;
-/// only the creator sends a reply. A request can therefore never be answered twice, even when
-/// a job is re-dispatched while its first worker, thought lost, still finishes it.
+/// its result, a scheduler with 503/504 after losing a worker) first publishes to the request's
+/// claim subject, expecting it empty; only the one JetStream accepts replies. A request can
+/// therefore never be answered twice, even when a job is re-dispatched while its first worker,
+/// thought lost, still finishes it. (A stream with one message per subject and
+/// expected-sequence publishes: what a key-value "create" does, on every NATS 2.9+ server.)
 #[derive(Clone)]
 pub struct ReplyClaims {
-    kv: async_nats::jetstream::kv::Store,
+    js: async_nats::jetstream::Context,
+    subjects: Subjects,
 }
 
 /// Why the claim store could not be reached.
@@ -161,43 +164,50 @@ pub struct ReplyClaims {
 pub struct ClaimError(String);
 
 impl ReplyClaims {
-    /// Opens (creating if needed) the claim bucket of a deployment. Claims expire after
+    /// Opens (creating if needed) the claim stream of a deployment. Claims expire after
     /// `keep`, long after any request could still be answered.
-    pub async fn open(client: &Client, subjects: &Subjects, keep: Duration) -> Result<Self, ClaimError> {
+    pub async fn open(
+        client: &Client,
+        subjects: &Subjects,
+        keep: Duration,
+    ) -> Result<Self, ClaimError> {
+        use async_nats::jetstream::stream;
         let js = async_nats::jetstream::new(client.clone());
-        let bucket = subjects.reply_bucket();
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(async_nats::jetstream::kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    max_age: keep,
-                    storage: async_nats::jetstream::stream::StorageType::Memory,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ClaimError(e.to_string()))?,
-        };
-        Ok(ReplyClaims { kv })
+        js.get_or_create_stream(stream::Config {
+            name: subjects.reply_bucket(),
+            subjects: vec![subjects.claims()],
+            max_messages_per_subject: 1,
+            max_age: keep,
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClaimError(e.to_string()))?;
+        Ok(ReplyClaims {
+            js,
+            subjects: subjects.clone(),
+        })
     }
 
     /// Claims the reply to `request_id` for `by`; true if this caller won and must reply.
     pub async fn claim(&self, request_id: &str, by: &str) -> Result<bool, ClaimError> {
-        use async_nats::jetstream::kv::CreateErrorKind;
-        match self.kv.create(request_id, by.as_bytes().to_vec().into()).await {
+        use async_nats::jetstream::context::PublishErrorKind;
+        let subject = self.subjects.claim(request_id).ok_or_else(|| {
+            ClaimError(format!(
+                "request id {request_id:?} cannot be a claim subject"
+            ))
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, by.as_bytes().to_vec().into())
+            .await
+            .map_err(|e| ClaimError(e.to_string()))?;
+        match ack.await {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
             Err(e) => Err(ClaimError(e.to_string())),
         }
-    }
-
-    /// Who claimed `request_id`, if anyone.
-    pub async fn claimed_by(&self, request_id: &str) -> Result<Option<String>, ClaimError> {
-        self.kv
-            .get(request_id)
-            .await
-            .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
-            .map_err(|e| ClaimError(e.to_string()))
     }
 }

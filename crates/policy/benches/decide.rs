@@ -9,22 +9,30 @@ use std::time::Instant;
 
 use criterion::{BenchmarkId, Criterion};
 use synergai_policy::{
-    ConfigOption, ModelSet, Network, Policy, PolicyConfig, PolicyKind, ProfileIndex, Request, Snapshot, Tier,
-    WorkerState,
+    ConfigOption, ModelSet, Network, Policy, PolicyConfig, PolicyKind, ProfileIndex, Request,
+    Snapshot, Tier, WorkerState,
 };
 
 const MODELS: usize = 13;
 const SITES: usize = 16;
 /// (cores, tier) of the device classes: an 8-core cloud server, a 2-core cloud VM, a 6-core
 /// Jetson-class board and a 4-core Raspberry-Pi-class board.
-const CLASSES: [(u32, Tier); 4] = [(8, Tier::Cloud), (2, Tier::Cloud), (6, Tier::Edge), (4, Tier::Edge)];
+const CLASSES: [(u32, Tier); 4] = [
+    (8, Tier::Cloud),
+    (2, Tier::Cloud),
+    (6, Tier::Edge),
+    (4, Tier::Edge),
+];
 
 /// A deterministic generator, so every run sees the same cluster.
 struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -40,7 +48,16 @@ fn profiles() -> ProfileIndex {
                         let speedup = f64::from(threads).powf(0.7);
                         let engine_factor = if engine == 0 { 1.0 } else { 1.6 };
                         let ms = base * engine_factor * f64::from(batch).powf(0.9) / speedup;
-                        p.add(c as u16, m as u16, ConfigOption { engine, threads, batch }, ms);
+                        p.add(
+                            c as u16,
+                            m as u16,
+                            ConfigOption {
+                                engine,
+                                threads,
+                                batch,
+                            },
+                            ms,
+                        );
                     }
                 }
             }
@@ -70,7 +87,12 @@ fn cluster(n: usize) -> (Vec<WorkerState>, Network) {
     let mut net = Network::uniform(SITES, 20.0, 1000.0);
     for a in 0..SITES {
         for b in a + 1..SITES {
-            net.set(a as u16, b as u16, 5.0 + rng.next() * 60.0, 100.0 + rng.next() * 900.0);
+            net.set(
+                a as u16,
+                b as u16,
+                5.0 + rng.next() * 60.0,
+                100.0 + rng.next() * 900.0,
+            );
         }
     }
     (workers, net)
@@ -101,7 +123,11 @@ fn criterion_benches(c: &mut Criterion, profiles: &ProfileIndex) {
     let mut group = c.benchmark_group("decide");
     for &n in &SIZES {
         let (workers, net) = cluster(n);
-        let snap = Snapshot { workers: &workers, network: &net, profiles };
+        let snap = Snapshot {
+            workers: &workers,
+            network: &net,
+            profiles,
+        };
         for kind in POLICIES {
             let mut policy = Policy::new(kind, PolicyConfig::default());
             let mut i = 0;
@@ -118,16 +144,24 @@ fn criterion_benches(c: &mut Criterion, profiles: &ProfileIndex) {
 
 fn percentiles(samples: &mut [f64]) -> (f64, f64) {
     samples.sort_by(f64::total_cmp);
-    let at = |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    let at =
+        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
     (at(0.50), at(0.99))
 }
 
 fn table(profiles: &ProfileIndex) {
     println!("\nper-decision time, one request per decision (µs):");
-    println!("{:<14} {:>10} {:>10} {:>10}", "policy", "workers", "p50", "p99");
+    println!(
+        "{:<14} {:>10} {:>10} {:>10}",
+        "policy", "workers", "p50", "p99"
+    );
     for &n in &SIZES {
         let (workers, net) = cluster(n);
-        let snap = Snapshot { workers: &workers, network: &net, profiles };
+        let snap = Snapshot {
+            workers: &workers,
+            network: &net,
+            profiles,
+        };
         for kind in POLICIES {
             let mut policy = Policy::new(kind, PolicyConfig::default());
             let runs = if n >= 10_000 { 2_000 } else { 20_000 };
@@ -146,10 +180,17 @@ fn table(profiles: &ProfileIndex) {
     }
 
     println!("\nslo-mael: time per window as the window grows (µs; assignments = workers^window):");
-    println!("{:>8} {:>8} {:>14} {:>12} {:>12}", "workers", "window", "assignments", "p50", "p99");
+    println!(
+        "{:>8} {:>8} {:>14} {:>12} {:>12}",
+        "workers", "window", "assignments", "p50", "p99"
+    );
     for (n, windows) in [(10usize, vec![1usize, 2, 3, 4, 5]), (100, vec![1, 2, 3])] {
         let (workers, net) = cluster(n);
-        let snap = Snapshot { workers: &workers, network: &net, profiles };
+        let snap = Snapshot {
+            workers: &workers,
+            network: &net,
+            profiles,
+        };
         for w in windows {
             let config = PolicyConfig {
                 slo_mael_window: w,
@@ -172,7 +213,12 @@ fn table(profiles: &ProfileIndex) {
     }
     let default_cap: Vec<String> = SIZES
         .iter()
-        .map(|&n| format!("{n} workers: {}", Policy::new(PolicyKind::SloMael, PolicyConfig::default()).window(n)))
+        .map(|&n| {
+            format!(
+                "{n} workers: {}",
+                Policy::new(PolicyKind::SloMael, PolicyConfig::default()).window(n)
+            )
+        })
         .collect();
     println!(
         "slo-mael window cap at the default budget of {} assignments: {}",

@@ -85,7 +85,11 @@ impl ModelSet {
 
     /// The set with `m` added.
     pub fn with(self, m: ModelId) -> ModelSet {
-        if m < 128 { ModelSet(self.0 | (1u128 << m)) } else { self }
+        if m < 128 {
+            ModelSet(self.0 | (1u128 << m))
+        } else {
+            self
+        }
     }
 }
 
@@ -151,9 +155,14 @@ impl Network {
 
     /// Time to ship `bytes` from `from` to `to` and get a reply back, ms.
     pub fn cost_ms(&self, from: SiteId, to: SiteId, bytes: u64) -> f64 {
-        let i = (from as usize).min(self.sites - 1) * self.sites + (to as usize).min(self.sites - 1);
+        let i =
+            (from as usize).min(self.sites - 1) * self.sites + (to as usize).min(self.sites - 1);
         let bw = self.bandwidth_mbps[i];
-        let transfer = if bw > 0.0 { bytes as f64 * 8.0 / (bw * 1000.0) } else { 0.0 };
+        let transfer = if bw > 0.0 {
+            bytes as f64 * 8.0 / (bw * 1000.0)
+        } else {
+            0.0
+        };
         self.rtt_ms[i] + transfer
     }
 }
@@ -406,7 +415,12 @@ impl Policy {
     /// Places requests at `now_ms`. Per-request policies place them one after another, each
     /// seeing the backlog the earlier ones add; `slo-mael` enumerates assignments of windows of
     /// [`Policy::window`] requests.
-    pub fn place(&mut self, now_ms: f64, requests: &[Request], snap: &Snapshot<'_>) -> Vec<Result<Decision, Rejection>> {
+    pub fn place(
+        &mut self,
+        now_ms: f64,
+        requests: &[Request],
+        snap: &Snapshot<'_>,
+    ) -> Vec<Result<Decision, Rejection>> {
         if self.kind == PolicyKind::SloMael {
             return slo_mael::place(now_ms, requests, snap, &self.config);
         }
@@ -426,7 +440,13 @@ impl Policy {
     }
 
     /// Places one request; `extra[w]` is backlog added by earlier requests of the same call.
-    fn place_one(&mut self, now_ms: f64, req: &Request, snap: &Snapshot<'_>, extra: &[f64]) -> Result<Decision, Rejection> {
+    fn place_one(
+        &mut self,
+        now_ms: f64,
+        req: &Request,
+        snap: &Snapshot<'_>,
+        extra: &[f64],
+    ) -> Result<Decision, Rejection> {
         match self.kind {
             PolicyKind::Synergai => self.synergai(now_ms, req, snap, extra, None),
             PolicyKind::EdgeOnly => self.synergai(now_ms, req, snap, extra, Some(Tier::Edge)),
@@ -487,13 +507,20 @@ impl Policy {
             let (option, exec_ms) = match fastest[class] {
                 Some(f) => f,
                 None => {
-                    let f = snap.profiles.fastest(state.class, req.model, req.samples, state.max_threads);
+                    let f = snap.profiles.fastest(
+                        state.class,
+                        req.model,
+                        req.samples,
+                        state.max_threads,
+                    );
                     fastest[class] = Some(f);
                     f
                 }
             };
             considered += 1;
-            let network_ms = snap.network.cost_ms(req.ingress, state.site, req.payload_bytes);
+            let network_ms = snap
+                .network
+                .cost_ms(req.ingress, state.site, req.payload_bytes);
             let wait_ms = state.backlog_ms.max(0.0) + extra.get(w).copied().unwrap_or(0.0);
             let c = Candidate {
                 worker: w,
@@ -514,7 +541,8 @@ impl Policy {
                     // Both in time: least worker time, then edge first, then earliest.
                     (true, true) => {
                         let edge = |x: &Candidate| snap.workers[x.worker].tier == Tier::Edge;
-                        (c.exec_ms, !edge(&c), c.completion_ms) < (b.exec_ms, !edge(b), b.completion_ms)
+                        (c.exec_ms, !edge(&c), c.completion_ms)
+                            < (b.exec_ms, !edge(b), b.completion_ms)
                     }
                 },
             };
@@ -540,10 +568,20 @@ fn unreachable_window() -> Result<Decision, Rejection> {
 }
 
 /// The baselines' fixed configuration on worker `w`.
-fn fixed_candidate(now_ms: f64, req: &Request, snap: &Snapshot<'_>, extra: &[f64], w: usize) -> Candidate {
+fn fixed_candidate(
+    now_ms: f64,
+    req: &Request,
+    snap: &Snapshot<'_>,
+    extra: &[f64],
+    w: usize,
+) -> Candidate {
     let state = &snap.workers[w];
-    let (option, exec_ms) = snap.profiles.fixed(state.class, req.model, req.samples, state.max_threads);
-    let network_ms = snap.network.cost_ms(req.ingress, state.site, req.payload_bytes);
+    let (option, exec_ms) =
+        snap.profiles
+            .fixed(state.class, req.model, req.samples, state.max_threads);
+    let network_ms = snap
+        .network
+        .cost_ms(req.ingress, state.site, req.payload_bytes);
     let wait_ms = state.backlog_ms.max(0.0) + extra.get(w).copied().unwrap_or(0.0);
     Candidate {
         worker: w,

@@ -54,7 +54,9 @@ impl ProfileIndex {
 
     /// Adds (or replaces) the execution estimate of one run of `option`.
     pub fn add(&mut self, class: ClassId, model: ModelId, option: ConfigOption, exec_ms: f64) {
-        let Some(i) = self.slot(class, model) else { return };
+        let Some(i) = self.slot(class, model) else {
+            return;
+        };
         if !(exec_ms.is_finite() && exec_ms >= 0.0) || option.batch == 0 || option.threads == 0 {
             return;
         }
@@ -95,7 +97,13 @@ impl ProfileIndex {
 
     /// The fastest way to run `samples` samples on a class: over every profiled (engine,
     /// threads ≤ `max_threads`, batch ≤ samples), `ceil(samples / batch)` runs each.
-    pub fn fastest(&self, class: ClassId, model: ModelId, samples: u32, max_threads: u32) -> (ConfigOption, f64) {
+    pub fn fastest(
+        &self,
+        class: ClassId,
+        model: ModelId,
+        samples: u32,
+        max_threads: u32,
+    ) -> (ConfigOption, f64) {
         let samples = samples.max(1);
         let mut best: Option<(ConfigOption, f64)> = None;
         for &(option, run_ms) in self.options(class, model) {
@@ -114,7 +122,13 @@ impl ProfileIndex {
     /// profiled up to `max_threads`, every sample in one run. Its time comes from the profile of
     /// that batch, else from the largest smaller batch scaled by samples, else from the smallest
     /// larger batch, else cold start.
-    pub fn fixed(&self, class: ClassId, model: ModelId, samples: u32, max_threads: u32) -> (ConfigOption, f64) {
+    pub fn fixed(
+        &self,
+        class: ClassId,
+        model: ModelId,
+        samples: u32,
+        max_threads: u32,
+    ) -> (ConfigOption, f64) {
         let samples = samples.max(1);
         let base = self
             .options(class, model)

@@ -103,14 +103,27 @@ fn best_assignment(
     if r == 0 {
         return Vec::new();
     }
-    let considered = chunk.iter().map(|(_, o)| o.workers.len() as u32).product::<u32>().max(1);
+    let considered = chunk
+        .iter()
+        .map(|(_, o)| o.workers.len() as u32)
+        .product::<u32>()
+        .max(1);
     let mut choice = vec![0usize; r];
     let mut best_choice = choice.clone();
     let mut best_score = (0usize, f64::INFINITY);
     let mut order: Vec<usize> = Vec::with_capacity(r);
     let mut completion = vec![0.0; r];
     loop {
-        let score = score(now_ms, requests, snap, chunk, extra, &choice, &mut order, &mut completion);
+        let score = score(
+            now_ms,
+            requests,
+            snap,
+            chunk,
+            extra,
+            &choice,
+            &mut order,
+            &mut completion,
+        );
         if score.0 > best_score.0 || (score.0 == best_score.0 && score.1 < best_score.1) {
             best_score = score;
             best_choice.copy_from_slice(&choice);
@@ -119,7 +132,15 @@ fn best_assignment(
         let mut k = 0;
         loop {
             if k == r {
-                return decisions(now_ms, requests, snap, chunk, extra, &best_choice, considered);
+                return decisions(
+                    now_ms,
+                    requests,
+                    snap,
+                    chunk,
+                    extra,
+                    &best_choice,
+                    considered,
+                );
             }
             choice[k] += 1;
             if choice[k] < chunk[k].1.workers.len() {
@@ -188,7 +209,16 @@ fn decisions(
 ) -> Vec<Decision> {
     let mut order = Vec::new();
     let mut completion = vec![0.0; chunk.len()];
-    score(now_ms, requests, snap, chunk, extra, choice, &mut order, &mut completion);
+    score(
+        now_ms,
+        requests,
+        snap,
+        chunk,
+        extra,
+        choice,
+        &mut order,
+        &mut completion,
+    );
     chunk
         .iter()
         .enumerate()

@@ -9,7 +9,11 @@ const CLOUD_CLASS: ClassId = 1;
 const MODEL: ModelId = 0;
 
 fn opt(engine: EngineId, threads: u32, batch: u32) -> ConfigOption {
-    ConfigOption { engine, threads, batch }
+    ConfigOption {
+        engine,
+        threads,
+        batch,
+    }
 }
 
 fn worker(site: SiteId, tier: Tier, class: ClassId, max_threads: u32) -> WorkerState {
@@ -45,13 +49,22 @@ fn edge_and_cloud() -> (Vec<WorkerState>, Network, ProfileIndex) {
     p.add(CLOUD_CLASS, MODEL, opt(ORT, 8, 1), 5.0);
     let mut net = Network::uniform(2, 0.0, 0.0);
     net.set(0, 1, 40.0, 0.0);
-    let workers = vec![worker(0, Tier::Edge, EDGE_CLASS, 4), worker(1, Tier::Cloud, CLOUD_CLASS, 8)];
+    let workers = vec![
+        worker(0, Tier::Edge, EDGE_CLASS, 4),
+        worker(1, Tier::Cloud, CLOUD_CLASS, 8),
+    ];
     (workers, net, p)
 }
 
 /// Feeds requests one by one at their arrival, as a live scheduler would, letting backlogs drain
 /// in between; returns the decisions.
-fn run(policy: &mut Policy, requests: &[Request], mut workers: Vec<WorkerState>, net: &Network, p: &ProfileIndex) -> Vec<Decision> {
+fn run(
+    policy: &mut Policy,
+    requests: &[Request],
+    mut workers: Vec<WorkerState>,
+    net: &Network,
+    p: &ProfileIndex,
+) -> Vec<Decision> {
     let mut busy_until = vec![0.0f64; workers.len()];
     let mut out = Vec::new();
     for req in requests {
@@ -59,8 +72,15 @@ fn run(policy: &mut Policy, requests: &[Request], mut workers: Vec<WorkerState>,
         for (w, state) in workers.iter_mut().enumerate() {
             state.backlog_ms = (busy_until[w] - now).max(0.0);
         }
-        let snap = Snapshot { workers: &workers, network: net, profiles: p };
-        let d = policy.place(now, std::slice::from_ref(req), &snap).remove(0).expect("placed");
+        let snap = Snapshot {
+            workers: &workers,
+            network: net,
+            profiles: p,
+        };
+        let d = policy
+            .place(now, std::slice::from_ref(req), &snap)
+            .remove(0)
+            .expect("placed");
         busy_until[d.worker] = busy_until[d.worker].max(now) + d.exec_ms;
         out.push(d);
     }
@@ -74,21 +94,59 @@ fn late(decisions: &[Decision]) -> usize {
 #[test]
 fn synergai_meets_deadlines_round_robin_and_slo_mael_miss() {
     let (workers, net, p) = edge_and_cloud();
-    let requests: Vec<Request> = (0..6).map(|i| request(f64::from(i) * 20.0, 35.0, 1)).collect();
+    let requests: Vec<Request> = (0..6)
+        .map(|i| request(f64::from(i) * 20.0, 35.0, 1))
+        .collect();
     let cfg = PolicyConfig::default();
 
-    let synergai = run(&mut Policy::new(PolicyKind::Synergai, cfg), &requests, workers.clone(), &net, &p);
+    let synergai = run(
+        &mut Policy::new(PolicyKind::Synergai, cfg),
+        &requests,
+        workers.clone(),
+        &net,
+        &p,
+    );
     assert_eq!(late(&synergai), 0, "{synergai:#?}");
-    assert!(synergai.iter().all(|d| d.worker == 0 && d.config == Config { engine: TRACT, threads: 1, batch: 1 }));
+    assert!(synergai.iter().all(|d| d.worker == 0
+        && d.config
+            == Config {
+                engine: TRACT,
+                threads: 1,
+                batch: 1
+            }));
 
-    let rr = run(&mut Policy::new(PolicyKind::RoundRobin, cfg), &requests, workers.clone(), &net, &p);
+    let rr = run(
+        &mut Policy::new(PolicyKind::RoundRobin, cfg),
+        &requests,
+        workers.clone(),
+        &net,
+        &p,
+    );
     assert_eq!(late(&rr), 3, "every other request goes 40 ms away: {rr:#?}");
 
-    let slo_mael = run(&mut Policy::new(PolicyKind::SloMael, cfg), &requests, workers.clone(), &net, &p);
-    assert!(late(&slo_mael) >= 2, "ONNX Runtime's 30 ms on the board queues up: {slo_mael:#?}");
-    assert!(slo_mael.iter().all(|d| d.config.engine == ORT), "the baseline has no configuration dimension");
+    let slo_mael = run(
+        &mut Policy::new(PolicyKind::SloMael, cfg),
+        &requests,
+        workers.clone(),
+        &net,
+        &p,
+    );
+    assert!(
+        late(&slo_mael) >= 2,
+        "ONNX Runtime's 30 ms on the board queues up: {slo_mael:#?}"
+    );
+    assert!(
+        slo_mael.iter().all(|d| d.config.engine == ORT),
+        "the baseline has no configuration dimension"
+    );
 
-    let mael = run(&mut Policy::new(PolicyKind::Mael, cfg), &requests, workers, &net, &p);
+    let mael = run(
+        &mut Policy::new(PolicyKind::Mael, cfg),
+        &requests,
+        workers,
+        &net,
+        &p,
+    );
     assert!(late(&mael) >= 2, "{mael:#?}");
 }
 
@@ -103,22 +161,58 @@ fn configuration_choice_is_what_saves_the_deadline() {
     p.add(0, MODEL, opt(ORT, 2, 8), 110.0);
     let workers = vec![worker(0, Tier::Edge, 0, 2)];
     let net = Network::uniform(1, 0.0, 0.0);
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &p };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
     let req = request(0.0, 80.0, 8);
 
-    let d = Policy::new(PolicyKind::Synergai, PolicyConfig::default()).place(0.0, &[req], &snap).remove(0).expect("placed");
-    assert_eq!(d.config, Config { engine: ORT, threads: 1, batch: 1 });
-    assert!((d.exec_ms - 8.0 * 7.9).abs() < 1e-9 && d.slack_ms > 0.0, "{d:?}");
+    let d = Policy::new(PolicyKind::Synergai, PolicyConfig::default())
+        .place(0.0, &[req], &snap)
+        .remove(0)
+        .expect("placed");
+    assert_eq!(
+        d.config,
+        Config {
+            engine: ORT,
+            threads: 1,
+            batch: 1
+        }
+    );
+    assert!(
+        (d.exec_ms - 8.0 * 7.9).abs() < 1e-9 && d.slack_ms > 0.0,
+        "{d:?}"
+    );
 
-    let fixed = Policy::new(PolicyKind::Mael, PolicyConfig::default()).place(0.0, &[req], &snap).remove(0).expect("placed");
-    assert_eq!(fixed.config, Config { engine: ORT, threads: 2, batch: 8 });
-    assert!(fixed.slack_ms < 0.0, "all cores and one batch of 8 take 110 ms: {fixed:?}");
+    let fixed = Policy::new(PolicyKind::Mael, PolicyConfig::default())
+        .place(0.0, &[req], &snap)
+        .remove(0)
+        .expect("placed");
+    assert_eq!(
+        fixed.config,
+        Config {
+            engine: ORT,
+            threads: 2,
+            batch: 8
+        }
+    );
+    assert!(
+        fixed.slack_ms < 0.0,
+        "all cores and one batch of 8 take 110 ms: {fixed:?}"
+    );
 
     // One sample: the thread count alone decides (1 thread, 7.9 ms, meets 8 ms; 2 threads do not).
     let one = request(0.0, 8.0, 1);
-    let d = Policy::new(PolicyKind::Synergai, PolicyConfig::default()).place(0.0, &[one], &snap).remove(0).expect("placed");
+    let d = Policy::new(PolicyKind::Synergai, PolicyConfig::default())
+        .place(0.0, &[one], &snap)
+        .remove(0)
+        .expect("placed");
     assert_eq!((d.config.threads, d.slack_ms > 0.0), (1, true));
-    let fixed = Policy::new(PolicyKind::LeastLoaded, PolicyConfig::default()).place(0.0, &[one], &snap).remove(0).expect("placed");
+    let fixed = Policy::new(PolicyKind::LeastLoaded, PolicyConfig::default())
+        .place(0.0, &[one], &snap)
+        .remove(0)
+        .expect("placed");
     assert_eq!((fixed.config.threads, fixed.slack_ms < 0.0), (2, true));
 }
 
@@ -132,7 +226,11 @@ fn slo_mael_enumerates_to_satisfy_both() {
     p.add(1, MODEL, opt(ORT, 4, 1), 18.0);
     let workers = vec![worker(0, Tier::Edge, 0, 4), worker(0, Tier::Edge, 1, 4)];
     let net = Network::uniform(1, 0.0, 0.0);
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &p };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
     let reqs = [request(0.0, 60.0, 1), request(0.0, 24.0, 1)];
     let placed = |kind| -> Vec<Decision> {
         Policy::new(kind, PolicyConfig::default())
@@ -142,10 +240,16 @@ fn slo_mael_enumerates_to_satisfy_both() {
             .collect()
     };
     let satisfied = |ds: &[Decision]| {
-        ds.iter().zip(&reqs).filter(|(d, r)| r.deadline_ms - r.arrival_ms >= 1.5 * (d.completion_ms - r.arrival_ms)).count()
+        ds.iter()
+            .zip(&reqs)
+            .filter(|(d, r)| r.deadline_ms - r.arrival_ms >= 1.5 * (d.completion_ms - r.arrival_ms))
+            .count()
     };
     let exhaustive = placed(PolicyKind::SloMael);
-    assert_eq!(exhaustive.iter().map(|d| d.worker).collect::<Vec<_>>(), [1, 0]);
+    assert_eq!(
+        exhaustive.iter().map(|d| d.worker).collect::<Vec<_>>(),
+        [1, 0]
+    );
     assert_eq!(satisfied(&exhaustive), 2);
     assert_eq!(exhaustive[0].considered, 4, "2 workers ^ 2 requests");
     let greedy = placed(PolicyKind::Mael);
@@ -161,34 +265,67 @@ fn slo_mael_window_is_capped_by_the_assignment_budget() {
     assert_eq!(slo_mael::window_cap(1, 8, 20_000), 8);
     let p = Policy::new(PolicyKind::SloMael, PolicyConfig::default());
     assert_eq!(p.window(10), 4);
-    assert_eq!(Policy::new(PolicyKind::Synergai, PolicyConfig::default()).window(10), 1);
+    assert_eq!(
+        Policy::new(PolicyKind::Synergai, PolicyConfig::default()).window(10),
+        1
+    );
 
     // A window larger than the cap is placed in chunks, each within budget.
     let (workers, net, prof) = edge_and_cloud();
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &prof };
-    let cfg = PolicyConfig { slo_mael_max_assignments: 4, ..PolicyConfig::default() };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &prof,
+    };
+    let cfg = PolicyConfig {
+        slo_mael_max_assignments: 4,
+        ..PolicyConfig::default()
+    };
     let reqs: Vec<Request> = (0..5).map(|_| request(0.0, 100.0, 1)).collect();
     let ds = Policy::new(PolicyKind::SloMael, cfg).place(0.0, &reqs, &snap);
     assert_eq!(ds.len(), 5);
-    assert!(ds.iter().all(|d| d.as_ref().is_ok_and(|d| d.considered <= 4)));
+    assert!(
+        ds.iter()
+            .all(|d| d.as_ref().is_ok_and(|d| d.considered <= 4))
+    );
 }
 
 #[test]
 fn hopeless_requests_are_shed_only_when_configured() {
     let (workers, net, p) = edge_and_cloud();
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &p };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
     let req = request(0.0, 4.0, 1); // 12 ms at best: 8 ms late, twice the target
-    let kept = Policy::new(PolicyKind::Synergai, PolicyConfig::default()).place(0.0, &[req], &snap).remove(0);
+    let kept = Policy::new(PolicyKind::Synergai, PolicyConfig::default())
+        .place(0.0, &[req], &snap)
+        .remove(0);
     let d = kept.expect("placed anyway");
     assert!((d.slack_ms + 8.0).abs() < 1e-9, "least lateness: {d:?}");
-    let shedding = PolicyConfig { shed_late_fraction: Some(1.0), ..PolicyConfig::default() };
-    match Policy::new(PolicyKind::Synergai, shedding).place(0.0, &[req], &snap).remove(0) {
+    let shedding = PolicyConfig {
+        shed_late_fraction: Some(1.0),
+        ..PolicyConfig::default()
+    };
+    match Policy::new(PolicyKind::Synergai, shedding)
+        .place(0.0, &[req], &snap)
+        .remove(0)
+    {
         Err(Rejection::Hopeless { best }) => assert_eq!(best.worker, 0),
         other => panic!("expected shedding, got {other:?}"),
     }
     // Late but within the fraction: still placed.
-    let lenient = PolicyConfig { shed_late_fraction: Some(3.0), ..PolicyConfig::default() };
-    assert!(Policy::new(PolicyKind::Synergai, lenient).place(0.0, &[req], &snap).remove(0).is_ok());
+    let lenient = PolicyConfig {
+        shed_late_fraction: Some(3.0),
+        ..PolicyConfig::default()
+    };
+    assert!(
+        Policy::new(PolicyKind::Synergai, lenient)
+            .place(0.0, &[req], &snap)
+            .remove(0)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -196,9 +333,15 @@ fn no_worker_when_none_serves_or_accepts() {
     let (mut workers, net, p) = edge_and_cloud();
     workers[0].accepting = false;
     workers[1].models = ModelSet::default();
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &p };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
     for kind in PolicyKind::ALL {
-        let r = Policy::new(kind, PolicyConfig::default()).place(0.0, &[request(0.0, 50.0, 1)], &snap).remove(0);
+        let r = Policy::new(kind, PolicyConfig::default())
+            .place(0.0, &[request(0.0, 50.0, 1)], &snap)
+            .remove(0);
         assert_eq!(r, Err(Rejection::NoWorker), "{kind}");
     }
 }
@@ -206,21 +349,51 @@ fn no_worker_when_none_serves_or_accepts() {
 #[test]
 fn tiers_round_robin_and_random() {
     let (workers, net, p) = edge_and_cloud();
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &p };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
     let req = request(0.0, 1000.0, 1);
-    let pick = |kind| Policy::new(kind, PolicyConfig::default()).place(0.0, &[req], &snap).remove(0).expect("placed").worker;
+    let pick = |kind| {
+        Policy::new(kind, PolicyConfig::default())
+            .place(0.0, &[req], &snap)
+            .remove(0)
+            .expect("placed")
+            .worker
+    };
     assert_eq!(pick(PolicyKind::EdgeOnly), 0);
     assert_eq!(pick(PolicyKind::CloudOnly), 1);
     // Both meet a loose deadline: least worker time wins (cloud's 5 ms), edge first only on ties.
     assert_eq!(pick(PolicyKind::Synergai), 1);
 
     let mut rr = Policy::new(PolicyKind::RoundRobin, PolicyConfig::default());
-    let seq: Vec<usize> = (0..4).map(|_| rr.place(0.0, &[req], &snap).remove(0).expect("placed").worker).collect();
+    let seq: Vec<usize> = (0..4)
+        .map(|_| {
+            rr.place(0.0, &[req], &snap)
+                .remove(0)
+                .expect("placed")
+                .worker
+        })
+        .collect();
     assert_eq!(seq, [0, 1, 0, 1]);
 
     let draw = |seed| {
-        let mut r = Policy::new(PolicyKind::Random, PolicyConfig { seed, ..PolicyConfig::default() });
-        (0..32).map(|_| r.place(0.0, &[req], &snap).remove(0).expect("placed").worker).collect::<Vec<_>>()
+        let mut r = Policy::new(
+            PolicyKind::Random,
+            PolicyConfig {
+                seed,
+                ..PolicyConfig::default()
+            },
+        );
+        (0..32)
+            .map(|_| {
+                r.place(0.0, &[req], &snap)
+                    .remove(0)
+                    .expect("placed")
+                    .worker
+            })
+            .collect::<Vec<_>>()
     };
     assert_eq!(draw(7), draw(7), "a seed fixes the sequence");
     assert!(draw(7).contains(&0) && draw(7).contains(&1));
@@ -229,7 +402,11 @@ fn tiers_round_robin_and_random() {
 #[test]
 fn placements_within_one_call_see_each_other() {
     let (workers, net, p) = edge_and_cloud();
-    let snap = Snapshot { workers: &workers, network: &net, profiles: &p };
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
     let reqs = [request(0.0, 100.0, 1), request(0.0, 100.0, 1)];
     let ds = Policy::new(PolicyKind::LeastLoaded, PolicyConfig::default()).place(0.0, &reqs, &snap);
     let (a, b) = (ds[0].expect("placed"), ds[1].expect("placed"));
@@ -248,7 +425,11 @@ fn profile_index_fixed_and_cold_start() {
     assert_eq!(p.fixed(0, 0, 2, 8).1, 20.0);
     // Threads above what the worker has are never chosen.
     assert_eq!(p.fixed(0, 0, 1, 1).0.threads, 1);
-    assert_eq!(p.fixed(0, 0, 1, 1).1, 500.0, "no ORT profile at 1 thread: cold start");
+    assert_eq!(
+        p.fixed(0, 0, 1, 1).1,
+        500.0,
+        "no ORT profile at 1 thread: cold start"
+    );
     assert_eq!(p.fastest(0, 0, 3, 8), (opt(TRACT, 1, 1), 27.0));
     // A model with nothing profiled: the cold default, or the model's own cold figure.
     assert_eq!(p.fastest(0, 1, 2, 4), (opt(ORT, 4, 2), 1000.0));
@@ -268,7 +449,11 @@ fn network_cost_counts_round_trip_and_payload() {
     assert!((net.cost_ms(0, 2, 1_250_000) - 110.0).abs() < 1e-9);
     net.set(0, 2, 50.0, 1000.0);
     assert!((net.cost_ms(2, 0, 1_250_000) - 60.0).abs() < 1e-9);
-    assert_eq!(net.cost_ms(7, 9, 0), 0.0, "unknown sites clamp to the last one");
+    assert_eq!(
+        net.cost_ms(7, 9, 0),
+        0.0,
+        "unknown sites clamp to the last one"
+    );
     assert_eq!("slo-mael".parse::<PolicyKind>(), Ok(PolicyKind::SloMael));
     assert!("fastest".parse::<PolicyKind>().is_err());
 }

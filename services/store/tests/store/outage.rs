@@ -213,7 +213,8 @@ async fn postgres_outage_under_steady_telemetry() -> anyhow::Result<()> {
                     let o = JobObservation {
                         worker: "w1".into(),
                         key: key.clone(),
-                        exec_ms: 30.0, request_ids: vec![],
+                        exec_ms: 30.0,
+                        request_ids: vec![],
                     };
                     if events.job(&o).await.is_ok() {
                         sent.fetch_add(1, Ordering::Relaxed);

@@ -256,7 +256,8 @@ fn job(k: &ProfileKey, exec_ms: f64) -> JobObservation {
     JobObservation {
         worker: "w1".into(),
         key: k.clone(),
-        exec_ms, request_ids: vec![],
+        exec_ms,
+        request_ids: vec![],
     }
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::SeedableRng;
+use synergai_contract::Tensor;
 use synergai_contract::catalog::{ModelEntry, TensorSpec};
 use synergai_contract::serving::LoadedConfig;
 use synergai_contract::store::ProfileKey;
-use synergai_contract::Tensor;
 use synergai_store_client::{EstimateSource, ProfileCache};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -70,7 +70,9 @@ pub fn preload(
     for model in models {
         let entry = worker.models.entry(model)?.clone();
         for &kind in engines {
-            let Some(engine) = worker.engines.iter().find(|e| e.kind() == kind) else { continue };
+            let Some(engine) = worker.engines.iter().find(|e| e.kind() == kind) else {
+                continue;
+            };
             for &t in threads {
                 let mut session = match worker.models.open(engine.as_ref(), model, t) {
                     Ok(s) => s,
@@ -153,26 +155,52 @@ impl Executor {
             return false;
         }
         // Jobs the scheduler asked to split into smaller runs are not merged.
-        if [head].iter().chain(group).chain([&cand]).any(|j| samples(j) > j.meta.batch as usize) {
+        if [head]
+            .iter()
+            .chain(group)
+            .chain([&cand])
+            .any(|j| samples(j) > j.meta.batch as usize)
+        {
             return false;
         }
-        let Some(entry) = self.worker.models.entry(&m.job.model).ok() else { return false };
+        let Some(entry) = self.worker.models.entry(&m.job.model).ok() else {
+            return false;
+        };
         if !same_fixed_inputs(head, cand, &entry.inputs) {
             return false;
         }
-        let total: usize = samples(head) + group.iter().map(|j| samples(j)).sum::<usize>() + samples(cand);
-        let limit = entry.max_batch().map_or(self.max_batch, |b| (b as usize).min(self.max_batch));
+        let total: usize =
+            samples(head) + group.iter().map(|j| samples(j)).sum::<usize>() + samples(cand);
+        let limit = entry
+            .max_batch()
+            .map_or(self.max_batch, |b| (b as usize).min(self.max_batch));
         if total > limit {
             return false;
         }
-        let Some(merged_ms) = self.estimate(head, total) else { return false };
-        let separate: f64 = [head].iter().chain(group).chain([&cand]).map(|j| j.meta.est_exec_ms).sum();
+        let Some(merged_ms) = self.estimate(head, total) else {
+            return false;
+        };
+        let separate: f64 = [head]
+            .iter()
+            .chain(group)
+            .chain([&cand])
+            .map(|j| j.meta.est_exec_ms)
+            .sum();
         let finish_us = unix_us() + (merged_ms * 1000.0) as i64;
         merged_ms < separate
-            && [head].iter().chain(group).chain([&cand]).all(|j| finish_us <= j.meta.job.deadline_us)
+            && [head]
+                .iter()
+                .chain(group)
+                .chain([&cand])
+                .all(|j| finish_us <= j.meta.job.deadline_us)
     }
 
-    fn session(&mut self, model: &str, engine: EngineKind, threads: usize) -> Result<&mut ModelSession, EngineError> {
+    fn session(
+        &mut self,
+        model: &str,
+        engine: EngineKind,
+        threads: usize,
+    ) -> Result<&mut ModelSession, EngineError> {
         let key = (model.to_owned(), engine, threads);
         if !self.sessions.contains_key(&key) {
             let e = self
@@ -197,10 +225,13 @@ impl Executor {
     /// Runs one group: merged jobs in one run, or one job in runs of its configured batch.
     fn run_group(&mut self, jobs: &[Job]) -> Result<(Vec<Vec<Tensor>>, Vec<Run>), EngineError> {
         let head = &jobs[0].meta;
-        let engine: EngineKind = head.engine.parse().map_err(|reason| EngineError::Unsupported {
-            engine: EngineKind::Ort,
-            reason,
-        })?;
+        let engine: EngineKind =
+            head.engine
+                .parse()
+                .map_err(|reason| EngineError::Unsupported {
+                    engine: EngineKind::Ort,
+                    reason,
+                })?;
         let threads = head.threads.max(1) as usize;
         let entry: ModelEntry = self.worker.models.entry(&head.job.model)?.clone();
         let session = self.session(&head.job.model, engine, threads)?;
@@ -292,7 +323,12 @@ impl Executor {
     }
 }
 
-fn slice_inputs(tensors: &[Tensor], axes: &[Option<usize>], start: usize, len: usize) -> Result<Vec<Tensor>, EngineError> {
+fn slice_inputs(
+    tensors: &[Tensor],
+    axes: &[Option<usize>],
+    start: usize,
+    len: usize,
+) -> Result<Vec<Tensor>, EngineError> {
     tensors
         .iter()
         .zip(axes)
@@ -303,7 +339,10 @@ fn slice_inputs(tensors: &[Tensor], axes: &[Option<usize>], start: usize, len: u
         .collect()
 }
 
-fn concat_outputs(parts: &[Vec<Tensor>], axes: &[Option<usize>]) -> Result<Vec<Tensor>, EngineError> {
+fn concat_outputs(
+    parts: &[Vec<Tensor>],
+    axes: &[Option<usize>],
+) -> Result<Vec<Tensor>, EngineError> {
     axes.iter()
         .enumerate()
         .map(|(k, axis)| match axis {
@@ -312,10 +351,11 @@ fn concat_outputs(parts: &[Vec<Tensor>], axes: &[Option<usize>]) -> Result<Vec<T
                 Tensor::concat_axis(&pieces, *a).map_err(EngineError::from)
             }
             // An output without a batch axis: the last run's.
-            None => parts
-                .last()
-                .map(|p| p[k].clone())
-                .ok_or_else(|| EngineError::from(synergai_contract::ContractError::BadRequest("no runs".into()))),
+            None => parts.last().map(|p| p[k].clone()).ok_or_else(|| {
+                EngineError::from(synergai_contract::ContractError::BadRequest(
+                    "no runs".into(),
+                ))
+            }),
         })
         .collect()
 }

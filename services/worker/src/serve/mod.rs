@@ -17,8 +17,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::{Client, HeaderMap, Message};
 use futures_util::StreamExt;
 use synergai_contract::headers::INFERENCE_HEADER_CONTENT_LENGTH;
-use synergai_contract::oip::{InferenceResponse, ReplyParameters, decode_request, parse_header_len};
-use synergai_contract::serving::{DispatchAck, DispatchMeta, JOB_HEADER, LoadedConfig, WorkerHeartbeat};
+use synergai_contract::oip::{
+    InferenceResponse, ReplyParameters, decode_request, parse_header_len,
+};
+use synergai_contract::serving::{
+    DispatchAck, DispatchMeta, JOB_HEADER, LoadedConfig, WorkerHeartbeat,
+};
 use synergai_contract::store::{JobObservation, Outcome, ProfileKey, WorkerStatus};
 use synergai_contract::{ErrorCode, Tensor, Token};
 use synergai_platform::nats::{self as pnats, ReplyClaims};
@@ -71,9 +75,15 @@ struct Ctx {
 }
 
 /// Runs the worker service until `cancel`, then drains.
-pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken) -> Result<(), ServeError> {
-    let id = Token::parse(cfg.worker.id.as_str()).map_err(|e| ServeError::Config(format!("worker.id: {e}")))?;
-    let site = Token::parse(cfg.worker.site.as_str()).map_err(|e| ServeError::Config(format!("worker.site: {e}")))?;
+pub async fn serve(
+    cfg: WorkerConfig,
+    worker: Worker,
+    cancel: CancellationToken,
+) -> Result<(), ServeError> {
+    let id = Token::parse(cfg.worker.id.as_str())
+        .map_err(|e| ServeError::Config(format!("worker.id: {e}")))?;
+    let site = Token::parse(cfg.worker.site.as_str())
+        .map_err(|e| ServeError::Config(format!("worker.site: {e}")))?;
     let catalog = worker.models.catalog();
     let models: Vec<String> = if cfg.serve.models.is_empty() {
         catalog.models.iter().map(|m| m.name.to_string()).collect()
@@ -81,7 +91,9 @@ pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken)
         cfg.serve.models.clone()
     };
     for m in &models {
-        catalog.model(m).map_err(|e| ServeError::Config(format!("serve.models: {e}")))?;
+        catalog
+            .model(m)
+            .map_err(|e| ServeError::Config(format!("serve.models: {e}")))?;
     }
     let engines: Vec<EngineKind> = if cfg.serve.engines.is_empty() {
         worker.engines.iter().map(|e| e.kind()).collect()
@@ -89,12 +101,18 @@ pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken)
         cfg.serve.engines.clone()
     };
     let cores = worker.facts.core_set.len().max(1);
-    let mut threads: Vec<usize> = if cfg.serve.threads.is_empty() { vec![1, cores] } else { cfg.serve.threads.clone() };
+    let mut threads: Vec<usize> = if cfg.serve.threads.is_empty() {
+        vec![1, cores]
+    } else {
+        cfg.serve.threads.clone()
+    };
     threads.retain(|&t| t >= 1 && t <= cores);
     threads.sort_unstable();
     threads.dedup();
     if threads.is_empty() {
-        return Err(ServeError::Config(format!("serve.threads: none within the {cores} allowed cores")));
+        return Err(ServeError::Config(format!(
+            "serve.threads: none within the {cores} allowed cores"
+        )));
     }
 
     let nats = pnats::connect(&cfg.nats, &format!("synergai-worker-{id}")).await?;
@@ -113,12 +131,23 @@ pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken)
     let exec_worker = worker.clone();
     let exec_queue = queue.clone();
     let device_class = worker.facts.device_class.clone();
-    let (serve_cfg, exec_models, exec_engines, exec_threads) = (cfg.serve.clone(), models.clone(), engines.clone(), threads.clone());
+    let (serve_cfg, exec_models, exec_engines, exec_threads) = (
+        cfg.serve.clone(),
+        models.clone(),
+        engines.clone(),
+        threads.clone(),
+    );
     let exec_profiles = profiles.clone();
     let executor = std::thread::Builder::new()
         .name("synergai-executor".into())
         .spawn(move || {
-            match executor::preload(&exec_worker, &exec_models, &exec_engines, &exec_threads, &serve_cfg.batches) {
+            match executor::preload(
+                &exec_worker,
+                &exec_models,
+                &exec_engines,
+                &exec_threads,
+                &serve_cfg.batches,
+            ) {
                 Ok((sessions, loaded)) => {
                     let _ = ready_tx.send(Ok(loaded));
                     Executor {
@@ -138,7 +167,9 @@ pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken)
             }
         })
         .map_err(|e| ServeError::Setup(format!("cannot start the executor thread: {e}")))?;
-    let loaded = ready_rx.await.map_err(|_| ServeError::Setup("executor thread died while loading".into()))??;
+    let loaded = ready_rx
+        .await
+        .map_err(|_| ServeError::Setup("executor thread died while loading".into()))??;
     let served: Vec<String> = {
         let mut s: Vec<String> = loaded.iter().map(|l| l.model.clone()).collect();
         s.dedup();
@@ -176,7 +207,12 @@ pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken)
         .await
         .map_err(|e| ServeError::Setup(e.to_string()))?;
     let stop_taking = CancellationToken::new();
-    let dispatcher = tokio::spawn(take_jobs(ctx.clone(), jobs, worker.clone(), stop_taking.clone()));
+    let dispatcher = tokio::spawn(take_jobs(
+        ctx.clone(),
+        jobs,
+        worker.clone(),
+        stop_taking.clone(),
+    ));
     let ponger = tokio::spawn(answer_pings(nats.clone(), pings, stop_taking.clone()));
     let replier = tokio::spawn(reply_loop(ctx.clone(), done_rx));
     let heartbeats = CancellationToken::new();
@@ -194,7 +230,13 @@ pub async fn serve(cfg: WorkerConfig, worker: Worker, cancel: CancellationToken)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for job in queue.take_queued() {
-        answer_error(&ctx, &job, ErrorCode::Unavailable, "worker shutting down before the job could run").await;
+        answer_error(
+            &ctx,
+            &job,
+            ErrorCode::Unavailable,
+            "worker shutting down before the job could run",
+        )
+        .await;
     }
     queue.close();
     let _ = tokio::task::spawn_blocking(move || executor.join()).await;
@@ -225,7 +267,12 @@ async fn answer_pings(nats: Client, mut pings: async_nats::Subscriber, stop: Can
     }
 }
 
-async fn take_jobs(ctx: Arc<Ctx>, mut jobs: async_nats::Subscriber, worker: Arc<Worker>, stop: CancellationToken) {
+async fn take_jobs(
+    ctx: Arc<Ctx>,
+    mut jobs: async_nats::Subscriber,
+    worker: Arc<Worker>,
+    stop: CancellationToken,
+) {
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => return,
@@ -259,7 +306,10 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         return refuse(format!("missing or invalid {JOB_HEADER} header"), queued);
     };
     if !ctx.served.contains(&meta.job.model) {
-        return refuse(format!("model {} is not served here", meta.job.model), queued);
+        return refuse(
+            format!("model {} is not served here", meta.job.model),
+            queued,
+        );
     }
     let trace = pnats::next_span(pnats::trace_of(msg.headers.as_ref()).as_ref());
     // The intake validated the request; a body that still fails here is answered 400 directly.
@@ -287,6 +337,7 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
                 inputs: Vec::new(),
                 outputs: Vec::new(),
                 binary_output: false,
+                client_id: None,
                 trace,
                 received: Instant::now(),
             };
@@ -303,6 +354,7 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         inputs,
         outputs: req.outputs,
         binary_output: req.binary_output,
+        client_id: req.id,
         trace,
         received: Instant::now(),
     };
@@ -350,7 +402,10 @@ async fn claim(ctx: &Ctx, job: &Job) -> bool {
     match ctx.claims.claim(job.id(), &ctx.status.id).await {
         Ok(won) => {
             if !won {
-                tracing::info!(request = job.id(), "already answered elsewhere; reply suppressed");
+                tracing::info!(
+                    request = job.id(),
+                    "already answered elsewhere; reply suppressed"
+                );
                 metrics::counter!("synergai_worker_replies_suppressed_total").increment(1);
             }
             won
@@ -362,7 +417,14 @@ async fn claim(ctx: &Ctx, job: &Job) -> bool {
     }
 }
 
-fn outcome(ctx: &Ctx, job: &Job, code: u16, queue_ms: Option<f64>, exec_ms: Option<f64>, run_batch: Option<u32>) -> Outcome {
+fn outcome(
+    ctx: &Ctx,
+    job: &Job,
+    code: u16,
+    queue_ms: Option<f64>,
+    exec_ms: Option<f64>,
+    run_batch: Option<u32>,
+) -> Outcome {
     let now = unix_us();
     let total_ms = (now - job.meta.job.arrival_us) as f64 / 1000.0;
     let violated = code != 200 || total_ms > job.meta.job.slo_ms;
@@ -370,8 +432,10 @@ fn outcome(ctx: &Ctx, job: &Job, code: u16, queue_ms: Option<f64>, exec_ms: Opti
         request_id: job.meta.job.request_id.clone(),
         model: job.meta.job.model.clone(),
         slo_ms: job.meta.job.slo_ms,
-        arrival: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(job.meta.job.arrival_us) * 1000)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        arrival: time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(job.meta.job.arrival_us) * 1000,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         policy: job.meta.policy.clone(),
         site: Some(ctx.status.site.clone()),
         worker: Some(ctx.status.id.clone()),
@@ -383,7 +447,11 @@ fn outcome(ctx: &Ctx, job: &Job, code: u16, queue_ms: Option<f64>, exec_ms: Opti
         exec_ms,
         total_ms,
         violated,
-        excess_ms: if code == 200 { (total_ms - job.meta.job.slo_ms).max(0.0) } else { 0.0 },
+        excess_ms: if code == 200 {
+            (total_ms - job.meta.job.slo_ms).max(0.0)
+        } else {
+            0.0
+        },
     }
 }
 
@@ -414,7 +482,13 @@ async fn reply_loop(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Done>) {
         match d {
             Done::Expired(job) => {
                 metrics::counter!("synergai_worker_expired_total").increment(1);
-                answer_error(&ctx, &job, ErrorCode::DeadlineExceeded, "deadline passed before the job could start").await;
+                answer_error(
+                    &ctx,
+                    &job,
+                    ErrorCode::DeadlineExceeded,
+                    "deadline passed before the job could start",
+                )
+                .await;
             }
             Done::Failed(jobs, e) => {
                 tracing::error!(error = %e, "inference failed");
@@ -422,15 +496,30 @@ async fn reply_loop(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Done>) {
                     answer_error(&ctx, job, e.code(), &e.to_string()).await;
                 }
             }
-            Done::Ran { jobs, outputs, started, runs } => {
+            Done::Ran {
+                jobs,
+                outputs,
+                started,
+                runs,
+            } => {
                 let exec_ms: f64 = runs.iter().map(|r| r.exec_ms).sum();
                 let run_batch = runs.first().map_or(1, |r| r.batch);
                 let mut outcomes = Vec::with_capacity(jobs.len());
                 for (job, outs) in jobs.iter().zip(outputs) {
-                    let queue_ms = started.saturating_duration_since(job.received).as_secs_f64() * 1000.0;
+                    let queue_ms = started
+                        .saturating_duration_since(job.received)
+                        .as_secs_f64()
+                        * 1000.0;
                     if claim(&ctx, job).await {
                         send_reply(&ctx, job, outs, queue_ms, exec_ms, run_batch).await;
-                        outcomes.push(outcome(&ctx, job, 200, Some(queue_ms), Some(exec_ms), Some(run_batch)));
+                        outcomes.push(outcome(
+                            &ctx,
+                            job,
+                            200,
+                            Some(queue_ms),
+                            Some(exec_ms),
+                            Some(run_batch),
+                        ));
                     }
                 }
                 let ids: Vec<String> = jobs.iter().map(|j| j.id().to_owned()).collect();
@@ -458,12 +547,22 @@ async fn reply_loop(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Done>) {
     }
 }
 
-async fn send_reply(ctx: &Ctx, job: &Job, outputs: Vec<Tensor>, queue_ms: f64, exec_ms: f64, run_batch: u32) {
+async fn send_reply(
+    ctx: &Ctx,
+    job: &Job,
+    outputs: Vec<Tensor>,
+    queue_ms: f64,
+    exec_ms: f64,
+    run_batch: u32,
+) {
     let m = &job.meta;
     let wanted: Vec<Tensor> = if job.outputs.is_empty() {
         outputs
     } else {
-        outputs.into_iter().filter(|t| job.outputs.iter().any(|o| o.name == t.name)).collect()
+        outputs
+            .into_iter()
+            .filter(|t| job.outputs.iter().any(|o| o.name == t.name))
+            .collect()
     };
     let total_ms = (unix_us() - m.job.arrival_us) as f64 / 1000.0;
     let params = ReplyParameters {
@@ -484,14 +583,16 @@ async fn send_reply(ctx: &Ctx, job: &Job, outputs: Vec<Tensor>, queue_ms: f64, e
     };
     let response = InferenceResponse {
         model_name: m.job.model.clone(),
-        id: None,
+        id: job.client_id.clone(),
         parameters: params.to_parameters(),
         outputs: wanted,
     };
     let wants_binary = |name: &str| {
         job.binary_output
             || job.outputs.iter().any(|o| {
-                o.name == name && o.parameters.get(synergai_contract::oip::PARAM_BINARY_DATA) == Some(&serde_json::Value::Bool(true))
+                o.name == name
+                    && o.parameters.get(synergai_contract::oip::PARAM_BINARY_DATA)
+                        == Some(&serde_json::Value::Bool(true))
             })
     };
     let reply = async_nats::Subject::from(m.job.reply.as_str());
@@ -499,11 +600,18 @@ async fn send_reply(ctx: &Ctx, job: &Job, outputs: Vec<Tensor>, queue_ms: f64, e
         Ok(enc) => {
             let mut headers = HeaderMap::new();
             pnats::set_trace(&mut headers, &job.trace);
-            headers.insert(synergai_contract::headers::REQUEST_ID, m.job.request_id.as_str());
+            headers.insert(
+                synergai_contract::headers::REQUEST_ID,
+                m.job.request_id.as_str(),
+            );
             if let Some(n) = enc.header_len {
                 headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.to_string().as_str());
             }
-            if let Err(e) = ctx.nats.publish_with_headers(reply, headers, enc.body.into()).await {
+            if let Err(e) = ctx
+                .nats
+                .publish_with_headers(reply, headers, enc.body.into())
+                .await
+            {
                 tracing::warn!(error = %e, request = %m.job.request_id, "reply not sent");
             }
         }

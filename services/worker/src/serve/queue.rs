@@ -5,10 +5,10 @@
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use synergai_contract::Tensor;
 use synergai_contract::oip::RequestedOutput;
 use synergai_contract::serving::{DispatchMeta, HeldJob};
 use synergai_contract::trace::TraceContext;
-use synergai_contract::Tensor;
 
 /// A queued job.
 #[derive(Debug, Clone)]
@@ -21,6 +21,8 @@ pub struct Job {
     pub outputs: Vec<RequestedOutput>,
     /// Answer every output in the binary form.
     pub binary_output: bool,
+    /// The client's own request id, echoed in the response.
+    pub client_id: Option<String>,
     /// This worker's span of the request's trace.
     pub trace: TraceContext,
     /// When the worker received it.
@@ -121,7 +123,10 @@ impl JobQueue {
     /// Takes the next group to run: the most urgent job and, when `mergeable` accepts them,
     /// more queued jobs to run with it (most urgent first). Blocks until there is work; `None`
     /// once closed and empty.
-    pub fn next_group(&self, mut mergeable: impl FnMut(&Job, &[&Job], &Job) -> bool) -> Option<Vec<Job>> {
+    pub fn next_group(
+        &self,
+        mut mergeable: impl FnMut(&Job, &[&Job], &Job) -> bool,
+    ) -> Option<Vec<Job>> {
         let mut s = self.state.lock().ok()?;
         loop {
             if !s.queued.is_empty() {
@@ -130,7 +135,11 @@ impl JobQueue {
             if s.closed {
                 return None;
             }
-            s = self.ready.wait_timeout(s, Duration::from_millis(200)).ok()?.0;
+            s = self
+                .ready
+                .wait_timeout(s, Duration::from_millis(200))
+                .ok()?
+                .0;
         }
         s.queued.sort_by_key(|j| j.meta.priority_us);
         let head = s.queued.remove(0);
@@ -168,7 +177,10 @@ impl JobQueue {
 
     /// Removes and returns every queued job (at the end of a drain that ran out of time).
     pub fn take_queued(&self) -> Vec<Job> {
-        self.state.lock().map(|mut s| std::mem::take(&mut s.queued)).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|mut s| std::mem::take(&mut s.queued))
+            .unwrap_or_default()
     }
 
     /// Lets the executor finish: it exits once the queue is empty.
@@ -182,7 +194,9 @@ impl JobQueue {
 
     /// Whether nothing is queued or running.
     pub fn idle(&self) -> bool {
-        self.state.lock().is_ok_and(|s| s.queued.is_empty() && s.running.is_empty())
+        self.state
+            .lock()
+            .is_ok_and(|s| s.queued.is_empty() && s.running.is_empty())
     }
 
     /// The state the heartbeat reports.
@@ -203,7 +217,12 @@ impl JobQueue {
             running: s.running.len() as u32,
             backlog_ms,
             draining: s.draining,
-            jobs: s.running.iter().map(|(h, _)| h.clone()).chain(s.queued.iter().map(Job::held)).collect(),
+            jobs: s
+                .running
+                .iter()
+                .map(|(h, _)| h.clone())
+                .chain(s.queued.iter().map(Job::held))
+                .collect(),
         }
     }
 }

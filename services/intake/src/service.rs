@@ -1,0 +1,482 @@
+//! The intake service: NATS request-reply on `synergai.v1.infer.<model>` (a queue group, so
+//! intakes share load) and the Open Inference Protocol over HTTP. An admitted request is
+//! published to the scheduler's JetStream work queue and is *accepted* once JetStream has
+//! stored it: from then on it survives a scheduler restart, and its one reply comes from a
+//! worker (or a scheduler) straight to the client's reply subject.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{Client, HeaderMap};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap as HttpHeaders, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use synergai_contract::catalog::Catalog;
+use synergai_contract::headers::{
+    INFERENCE_HEADER_CONTENT_LENGTH, NATS_MSG_ID, REQUEST_ID, TRACEPARENT,
+};
+use synergai_contract::serving::JOB_HEADER;
+use synergai_contract::trace::TraceContext;
+use synergai_contract::{ErrorBody, ErrorCode, ModelName, Subjects};
+use synergai_platform::nats::{self as pnats, NatsConfig};
+use synergai_platform::telemetry::TelemetryConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::{AdmissionConfig, Refused, admit};
+
+/// The whole intake configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    /// Admission.
+    pub intake: AdmissionConfig,
+    /// HTTP front door (Open Inference Protocol, plus `/metrics`).
+    pub http: HttpConfig,
+    /// The model catalogue.
+    pub catalog: std::path::PathBuf,
+    /// NATS.
+    pub nats: NatsConfig,
+    /// Logs.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            intake: AdmissionConfig::default(),
+            http: HttpConfig::default(),
+            catalog: "assets/catalog.json".into(),
+            nats: NatsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address; none disables HTTP.
+    pub listen: Option<SocketAddr>,
+    /// How long an HTTP request waits past its deadline for its reply, ms.
+    pub reply_grace_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8000))),
+            reply_grace_ms: 5_000,
+        }
+    }
+}
+
+/// Why the intake could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Catalogue missing or invalid.
+    #[error(transparent)]
+    Catalog(#[from] synergai_contract::catalog::CatalogError),
+    /// NATS unreachable.
+    #[error(transparent)]
+    Nats(#[from] pnats::NatsError),
+    /// Setup failed.
+    #[error("setup: {0}")]
+    Setup(String),
+}
+
+struct Ctx {
+    catalog: Catalog,
+    cfg: IntakeConfig,
+    nats: Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// A running intake.
+pub struct Intake {
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    http: Option<SocketAddr>,
+    nats: Client,
+}
+
+fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Intake {
+    /// Starts both front doors; they run until `cancel`.
+    pub async fn start(
+        cfg: IntakeConfig,
+        metrics: Option<PrometheusHandle>,
+        cancel: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let catalog = Catalog::load(&cfg.catalog)?;
+        if synergai_contract::Token::parse(cfg.intake.site.as_str()).is_err() {
+            return Err(StartError::Setup(format!(
+                "intake.site {:?} is not a valid site name",
+                cfg.intake.site
+            )));
+        }
+        let nats = pnats::connect(&cfg.nats, "synergai-intake").await?;
+        let subjects = cfg.nats.subjects();
+        let ctx = Arc::new(Ctx {
+            js: jetstream::new(nats.clone()),
+            catalog,
+            nats: nats.clone(),
+            subjects: subjects.clone(),
+            metrics,
+            cfg: cfg.clone(),
+        });
+        let tasks = TaskTracker::new();
+        let sub = nats
+            .queue_subscribe(subjects.infer_any(), "synergai-intake".into())
+            .await
+            .map_err(|e| StartError::Setup(e.to_string()))?;
+        tasks.spawn(serve_nats(ctx.clone(), sub, tasks.clone(), cancel.clone()));
+        let http = match cfg.http.listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::Setup(format!("HTTP on {addr}: {e}")))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| StartError::Setup(e.to_string()))?;
+                let app = router(ctx.clone());
+                let stop = cancel.clone();
+                tasks.spawn(async move {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { stop.cancelled().await })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                });
+                Some(bound)
+            }
+            None => None,
+        };
+        tracing::info!(site = %cfg.intake.site, http = ?http, "intake ready");
+        Ok(Intake {
+            tasks,
+            cancel,
+            http,
+            nats,
+        })
+    }
+
+    /// The HTTP address, if serving.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// Runs until cancelled, then finishes what it was admitting.
+    pub async fn run_until_stopped(self) {
+        self.cancel.cancelled().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = self.nats.flush().await;
+        tracing::info!("intake stopped");
+    }
+}
+
+/// Admits a request and hands it to the scheduler; `Ok` once JetStream has it.
+async fn submit(
+    ctx: &Ctx,
+    model: &str,
+    body: &[u8],
+    header_len: Option<&str>,
+    reply: &str,
+    trace: Option<TraceContext>,
+    arrival_us: i64,
+) -> Result<(String, i64), Refused> {
+    let admitted = admit(
+        &ctx.catalog,
+        &ctx.cfg.intake,
+        model,
+        body,
+        header_len,
+        reply,
+        arrival_us,
+        request_id(),
+    )?;
+    let limit = ctx.nats.server_info().max_payload;
+    if admitted.body.len() + 2048 > limit {
+        return Err(Refused::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "request of {} bytes exceeds the message bus limit of {limit} bytes (raise the NATS server's max_payload)",
+                admitted.body.len()
+            ),
+        ));
+    }
+    let span = pnats::next_span(trace.as_ref());
+    let mut headers = HeaderMap::new();
+    let meta = serde_json::to_string(&admitted.meta)
+        .map_err(|e| Refused::new(ErrorCode::Internal, e.to_string()))?;
+    headers.insert(JOB_HEADER, meta.as_str());
+    headers.insert(NATS_MSG_ID, admitted.meta.request_id.as_str());
+    headers.insert(REQUEST_ID, admitted.meta.request_id.as_str());
+    if let Some(n) = admitted.header_len {
+        headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.to_string().as_str());
+    }
+    pnats::set_trace(&mut headers, &span);
+    let name = ModelName::parse(admitted.meta.model.as_str())?;
+    let unavailable =
+        |e: String| Refused::new(ErrorCode::Unavailable, format!("request not accepted: {e}"));
+    let ack = ctx
+        .js
+        .publish_with_headers(
+            ctx.subjects.sched_request(&name),
+            headers,
+            admitted.body.into(),
+        )
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    ack.await.map_err(|e| unavailable(e.to_string()))?;
+    metrics::counter!("synergai_intake_accepted_total", "model" => admitted.meta.model.clone())
+        .increment(1);
+    Ok((admitted.meta.request_id, admitted.meta.deadline_us))
+}
+
+async fn serve_nats(
+    ctx: Arc<Ctx>,
+    mut sub: async_nats::Subscriber,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = sub.next() => match m { Some(m) => m, None => return },
+        };
+        let arrival_us = unix_us();
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let Some(reply) = msg.reply.clone() else {
+                metrics::counter!("synergai_intake_no_reply_subject_total").increment(1);
+                return;
+            };
+            let model = ctx
+                .subjects
+                .model_of_infer(msg.subject.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let header_len = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
+                .map(|v| v.as_str().to_owned());
+            let trace = pnats::trace_of(msg.headers.as_ref());
+            if let Err(r) = submit(
+                &ctx,
+                &model,
+                &msg.payload,
+                header_len.as_deref(),
+                reply.as_str(),
+                trace,
+                arrival_us,
+            )
+            .await
+            {
+                metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())
+                    .increment(1);
+                let _ = pnats::reply_error(&ctx.nats, reply, r.code, &r.message).await;
+            }
+        });
+    }
+}
+
+fn router(ctx: Arc<Ctx>) -> Router {
+    let limit = ctx.cfg.intake.max_request_bytes;
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(|| async { StatusCode::OK }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(ctx)
+}
+
+fn error_response(code: ErrorCode, message: &str) -> Response {
+    let status = StatusCode::from_u16(code.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: message.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+async fn server_metadata() -> impl IntoResponse {
+    axum::Json(
+        json!({"name": "synergai", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
+}
+
+async fn ready(State(ctx): State<Arc<Ctx>>) -> StatusCode {
+    if ctx.nats.connection_state() == async_nats::connection::State::Connected {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn metrics_text(State(ctx): State<Arc<Ctx>>) -> Response {
+    match &ctx.metrics {
+        Some(h) => h.render().into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TensorMetadata {
+    name: String,
+    datatype: String,
+    shape: Vec<i64>,
+}
+
+async fn model_metadata(State(ctx): State<Arc<Ctx>>, Path(model): Path<String>) -> Response {
+    match ctx.catalog.model(&model) {
+        Ok(m) => {
+            let meta = |specs: &[synergai_contract::catalog::TensorSpec]| -> Vec<TensorMetadata> {
+                specs
+                    .iter()
+                    .map(|s| TensorMetadata {
+                        name: s.name.clone(),
+                        datatype: s.datatype.to_string(),
+                        shape: s.shape.clone(),
+                    })
+                    .collect()
+            };
+            axum::Json(json!({
+                "name": m.name,
+                "versions": [],
+                "platform": "onnx",
+                "inputs": meta(&m.inputs),
+                "outputs": meta(&m.outputs),
+                "parameters": {"task": m.task, "max_batch": m.max_batch(), "dynamic_batch": m.dynamic_batch},
+            }))
+            .into_response()
+        }
+        Err(e) => error_response(e.code(), &e.to_string()),
+    }
+}
+
+async fn model_ready(State(ctx): State<Arc<Ctx>>, Path(model): Path<String>) -> StatusCode {
+    if ctx.catalog.model(&model).is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn infer(
+    State(ctx): State<Arc<Ctx>>,
+    Path(model): Path<String>,
+    headers: HttpHeaders,
+    body: Bytes,
+) -> Response {
+    let arrival_us = unix_us();
+    let header_len = headers
+        .get(INFERENCE_HEADER_CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let trace = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    let inbox = ctx.nats.new_inbox();
+    let mut replies = match ctx.nats.subscribe(inbox.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(
+                ErrorCode::Unavailable,
+                &format!("message bus unavailable: {e}"),
+            );
+        }
+    };
+    let deadline_us = match submit(
+        &ctx,
+        &model,
+        &body,
+        header_len.as_deref(),
+        &inbox,
+        trace,
+        arrival_us,
+    )
+    .await
+    {
+        Ok((_, deadline_us)) => deadline_us,
+        Err(r) => {
+            metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())
+                .increment(1);
+            return error_response(r.code, &r.message);
+        }
+    };
+    // The reply comes by the deadline (a result, or 504 from the worker or scheduler); the
+    // grace covers clocks and queues, so silence past it is itself a 504.
+    let left_ms = ((deadline_us - unix_us()) / 1000).max(0) as u64;
+    let wait = Duration::from_millis(left_ms + ctx.cfg.http.reply_grace_ms);
+    let reply = match tokio::time::timeout(wait, replies.next()).await {
+        Ok(Some(m)) => m,
+        _ => return error_response(ErrorCode::DeadlineExceeded, "no reply in time"),
+    };
+    if let Some((code, text)) = pnats::error_of(&reply) {
+        return error_response(code, &text);
+    }
+    let mut out = Response::new(axum::body::Body::from(reply.payload.clone()));
+    let h = out.headers_mut();
+    let binary = reply
+        .headers
+        .as_ref()
+        .and_then(|rh| rh.get(INFERENCE_HEADER_CONTENT_LENGTH))
+        .map(|v| v.as_str().to_owned());
+    match binary {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&n) {
+                h.insert(INFERENCE_HEADER_CONTENT_LENGTH, v);
+            }
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    for name in [TRACEPARENT, REQUEST_ID] {
+        if let Some(v) = reply.headers.as_ref().and_then(|rh| rh.get(name))
+            && let Ok(v) = HeaderValue::from_str(v.as_str())
+        {
+            h.insert(name, v);
+        }
+    }
+    out
+}

@@ -1,0 +1,740 @@
+//! The scheduler service: takes accepted requests from the JetStream work queue, places each
+//! with the policy in force, dispatches it to the chosen worker's subject, tracks it until the
+//! worker reports completion, and answers (or re-dispatches) what a lost worker held.
+//!
+//! A request is acknowledged to JetStream only once a worker has queued it, so a scheduler
+//! restart loses nothing accepted: what it had not dispatched is redelivered to the next one.
+//! Replies are claimed (`ReplyClaims`), so the scheduler's 503/504 answers and a worker's
+//! result can never both reach a client.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+use synergai_contract::headers::{INFERENCE_HEADER_CONTENT_LENGTH, REQUEST_ID};
+use synergai_contract::serving::{
+    CandidateView, DecisionEvent, DispatchAck, DispatchMeta, HeldJob, JOB_HEADER, JobMeta,
+    SchedulerControl, SchedulerState, WorkerHeartbeat,
+};
+use synergai_contract::store::{JobObservation, Outcome};
+use synergai_contract::trace::TraceContext;
+use synergai_contract::{ErrorCode, Subjects, Token};
+use synergai_platform::nats::{self as pnats, ReplyClaims};
+use synergai_platform::ops;
+use synergai_policy::{PolicyConfig, PolicyKind, Rejection};
+use synergai_store_client::{ColdStart, EventPublisher, ProfileCache};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SchedulerConfig;
+use crate::core::{Core, InFlight, Placed};
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// NATS unreachable.
+    #[error(transparent)]
+    Nats(#[from] pnats::NatsError),
+    /// JetStream or subscription setup failed.
+    #[error("NATS setup: {0}")]
+    Setup(String),
+}
+
+/// What the scheduler's tasks share.
+pub struct Ctx {
+    /// Instance id.
+    pub id: Token,
+    nats: Client,
+    subjects: Subjects,
+    claims: ReplyClaims,
+    events: EventPublisher,
+    /// The state.
+    pub core: Mutex<Core>,
+    profiles: Arc<ProfileCache>,
+    config: SchedulerConfig,
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    ctx: Arc<Ctx>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    http: Option<SocketAddr>,
+}
+
+fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn lock(ctx: &Ctx) -> std::sync::MutexGuard<'_, Core> {
+    // A panic while holding the lock leaves consistent-enough state for scheduling.
+    ctx.core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Scheduler {
+    /// Starts the scheduler; it runs until `cancel`.
+    pub async fn start(
+        config: SchedulerConfig,
+        models: Vec<String>,
+        metrics: Option<PrometheusHandle>,
+        cancel: CancellationToken,
+    ) -> Result<Self, StartError> {
+        let id = Token::parse(config.scheduler.id.as_str())
+            .map_err(|e| StartError::Config(format!("scheduler.id: {e}")))?;
+        let kind: PolicyKind = config
+            .scheduler
+            .policy
+            .parse()
+            .map_err(StartError::Config)?;
+        let policy_config = PolicyConfig {
+            shed_late_fraction: config.scheduler.shed_late_fraction,
+            slo_mael_max_assignments: config.scheduler.slo_mael_max_assignments,
+            slo_mael_window: config.scheduler.slo_mael_window,
+            seed: config.scheduler.seed,
+        };
+        let storage = match config.scheduler.request_storage.as_str() {
+            "memory" => stream::StorageType::Memory,
+            "file" => stream::StorageType::File,
+            other => {
+                return Err(StartError::Config(format!(
+                    "scheduler.request_storage {other:?}: memory or file"
+                )));
+            }
+        };
+        let nats = pnats::connect(&config.nats, &format!("synergai-scheduler-{id}")).await?;
+        let subjects = config.nats.subjects();
+        let setup = |e: String| StartError::Setup(e);
+        let claims = ReplyClaims::open(&nats, &subjects, Duration::from_secs(600))
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        let js = jetstream::new(nats.clone());
+        let requests = js
+            .get_or_create_stream(stream::Config {
+                name: subjects.request_stream(),
+                subjects: vec![subjects.sched_requests()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                discard: stream::DiscardPolicy::New,
+                storage,
+                max_bytes: 2 << 30,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        let consumer: consumer::PullConsumer = requests
+            .get_or_create_consumer(
+                "synergai-scheduler",
+                consumer::pull::Config {
+                    durable_name: Some("synergai-scheduler".into()),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(30),
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        let profiles = ProfileCache::new(nats.clone(), subjects.clone(), ColdStart::default());
+        let tasks = TaskTracker::new();
+        tasks.spawn({
+            let follower = profiles.follow(Duration::from_secs(10), cancel.clone());
+            async move {
+                let _ = follower.await;
+            }
+        });
+        let ctx = Arc::new(Ctx {
+            core: Mutex::new(Core::new(
+                kind,
+                policy_config,
+                config.network.clone(),
+                config.scheduler.lost_after_heartbeats,
+                &models,
+            )),
+            events: EventPublisher::new(nats.clone(), subjects.clone()),
+            id,
+            nats: nats.clone(),
+            subjects: subjects.clone(),
+            claims,
+            profiles,
+            config: config.clone(),
+        });
+
+        let heartbeats = nats
+            .subscribe(subjects.worker_events())
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        let completions = nats
+            .subscribe(subjects.job_events())
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        let control = nats
+            .subscribe(subjects.scheduler_control())
+            .await
+            .map_err(|e| setup(e.to_string()))?;
+        tasks.spawn(take_heartbeats(ctx.clone(), heartbeats, cancel.clone()));
+        tasks.spawn(take_completions(ctx.clone(), completions, cancel.clone()));
+        tasks.spawn(take_control(ctx.clone(), control, cancel.clone()));
+        tasks.spawn(sweep(ctx.clone(), tasks.clone(), cancel.clone()));
+        tasks.spawn(ping(ctx.clone(), cancel.clone()));
+        tasks.spawn(take_requests(
+            ctx.clone(),
+            consumer,
+            tasks.clone(),
+            cancel.clone(),
+        ));
+
+        let http = match config.http.listen {
+            Some(addr) => {
+                let (bound, task) = ops::serve(addr, metrics, Arc::new(|| true), cancel.clone())
+                    .await
+                    .map_err(|e| setup(format!("HTTP on {addr}: {e}")))?;
+                tasks.spawn(async move {
+                    let _ = task.await;
+                });
+                Some(bound)
+            }
+            None => None,
+        };
+        tracing::info!(scheduler = %ctx.id, policy = kind.as_str(), "scheduler ready");
+        Ok(Scheduler {
+            ctx,
+            tasks,
+            cancel,
+            http,
+        })
+    }
+
+    /// The operations endpoint's address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+    }
+
+    /// Shared state (for tests).
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Runs until cancelled, then waits for in-flight dispatches to settle.
+    pub async fn run_until_stopped(self) {
+        self.cancel.cancelled().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+        let _ = self.ctx.nats.flush().await;
+        tracing::info!(scheduler = %self.ctx.id, "scheduler stopped");
+    }
+}
+
+async fn take_heartbeats(
+    ctx: Arc<Ctx>,
+    mut sub: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = sub.next() => match m { Some(m) => m, None => return },
+        };
+        match serde_json::from_slice::<WorkerHeartbeat>(&msg.payload) {
+            Ok(hb) => lock(&ctx).heartbeat(hb, Instant::now()),
+            Err(e) => tracing::debug!(error = %e, "malformed heartbeat ignored"),
+        }
+    }
+}
+
+async fn take_completions(
+    ctx: Arc<Ctx>,
+    mut sub: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = sub.next() => match m { Some(m) => m, None => return },
+        };
+        if let Ok(o) = serde_json::from_slice::<JobObservation>(&msg.payload) {
+            lock(&ctx).completed(&o.request_ids);
+        }
+    }
+}
+
+async fn take_control(ctx: Arc<Ctx>, mut sub: async_nats::Subscriber, cancel: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = sub.next() => match m { Some(m) => m, None => return },
+        };
+        let Some(reply) = msg.reply.clone() else {
+            continue;
+        };
+        let parsed = if msg.payload.is_empty() {
+            Ok(SchedulerControl::default())
+        } else {
+            serde_json::from_slice::<SchedulerControl>(&msg.payload).map_err(|e| e.to_string())
+        };
+        let result = parsed.and_then(|c| match c.policy {
+            Some(p) => p.parse::<PolicyKind>().map(Some),
+            None => Ok(None),
+        });
+        match result {
+            Ok(kind) => {
+                let state = {
+                    let mut core = lock(&ctx);
+                    if let Some(k) = kind {
+                        core.set_policy(k);
+                        tracing::info!(policy = k.as_str(), "policy switched");
+                    }
+                    SchedulerState {
+                        scheduler: ctx.id.to_string(),
+                        policy: core.policy.kind().as_str().into(),
+                        workers: core.workers().len() as u32,
+                        in_flight: core.in_flight.len() as u32,
+                        profile_revision: core.index_revision,
+                    }
+                };
+                let _ = ctx
+                    .nats
+                    .publish(reply, serde_json::to_vec(&state).unwrap_or_default().into())
+                    .await;
+            }
+            Err(e) => {
+                let _ = pnats::reply_error(&ctx.nats, reply, ErrorCode::BadRequest, &e).await;
+            }
+        }
+    }
+}
+
+/// Rebuilds the profile index when profiles or workers change, and recovers lost workers' jobs.
+async fn sweep(ctx: Arc<Ctx>, tasks: TaskTracker, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snapshot = ctx.profiles.snapshot();
+        let lost = {
+            let mut core = lock(&ctx);
+            if core.index_stale(snapshot.as_ref().map(|s| s.revision)) {
+                core.rebuild_index(snapshot.as_deref());
+            }
+            core.sweep_lost(Instant::now())
+        };
+        for l in lost {
+            metrics::counter!("synergai_scheduler_workers_lost_total").increment(1);
+            for job in l.own {
+                tasks.spawn(redispatch(ctx.clone(), job, l.worker.clone()));
+            }
+            for orphan in l.orphans {
+                tasks.spawn(answer_orphan(ctx.clone(), orphan, l.worker.clone()));
+            }
+        }
+    }
+}
+
+/// Measures the round trip to each worker every second.
+async fn ping(ctx: Arc<Ctx>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let workers: Vec<(String, Token)> = lock(&ctx)
+            .workers()
+            .iter()
+            .map(|w| (w.id.clone(), w.token.clone()))
+            .collect();
+        for (id, token) in workers {
+            let t = Instant::now();
+            let pong = tokio::time::timeout(
+                Duration::from_millis(500),
+                ctx.nats
+                    .request(ctx.subjects.worker_ping(&token), Bytes::new()),
+            )
+            .await;
+            if let Ok(Ok(_)) = pong {
+                lock(&ctx).round_trip(&id, t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+}
+
+/// A request taken from the work queue.
+struct Taken {
+    msg: Option<jetstream::Message>,
+    meta: JobMeta,
+    body: Bytes,
+    header_len: Option<String>,
+    trace: Option<TraceContext>,
+}
+
+async fn take_requests(
+    ctx: Arc<Ctx>,
+    consumer: consumer::PullConsumer,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot consume accepted requests");
+            return;
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return,
+            m = messages.next() => match m { Some(Ok(m)) => m, Some(Err(e)) => { tracing::warn!(error = %e, "request stream"); continue } None => return },
+        };
+        let mut batch = vec![first];
+        let window = {
+            let core = lock(&ctx);
+            core.policy.window(core.workers().len())
+        };
+        if window > 1 {
+            let until = tokio::time::Instant::now()
+                + Duration::from_millis(ctx.config.scheduler.slo_mael_wait_ms);
+            while batch.len() < window {
+                match tokio::time::timeout_at(until, messages.next()).await {
+                    Ok(Some(Ok(m))) => batch.push(m),
+                    _ => break,
+                }
+            }
+        }
+        let mut taken = Vec::with_capacity(batch.len());
+        for msg in batch {
+            let headers = msg.headers.clone();
+            let meta = headers
+                .as_ref()
+                .and_then(|h| h.get(JOB_HEADER))
+                .and_then(|v| serde_json::from_str::<JobMeta>(v.as_str()).ok());
+            let Some(meta) = meta else {
+                tracing::warn!("accepted request without a job header dropped");
+                let _ = msg.ack_with(jetstream::AckKind::Term).await;
+                continue;
+            };
+            taken.push(Taken {
+                body: msg.payload.clone(),
+                header_len: headers
+                    .as_ref()
+                    .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
+                    .map(|v| v.as_str().to_owned()),
+                trace: pnats::trace_of(headers.as_ref()),
+                meta,
+                msg: Some(msg),
+            });
+        }
+        place_and_dispatch(&ctx, &tasks, taken, 1, Vec::new());
+    }
+}
+
+/// Places requests and spawns their dispatches.
+fn place_and_dispatch(
+    ctx: &Arc<Ctx>,
+    tasks: &TaskTracker,
+    taken: Vec<Taken>,
+    attempt: u32,
+    exclude: Vec<String>,
+) {
+    if taken.is_empty() {
+        return;
+    }
+    let t = Instant::now();
+    let metas: Vec<JobMeta> = taken.iter().map(|t| t.meta.clone()).collect();
+    let (placed, policy) = {
+        let mut core = lock(ctx);
+        let placed = core.place(unix_us() as f64 / 1000.0, Instant::now(), &metas, &exclude);
+        (placed, core.policy.kind().as_str())
+    };
+    let decide_us = t.elapsed().as_secs_f64() * 1e6 / taken.len() as f64;
+    metrics::histogram!("synergai_scheduler_decision_us", "policy" => policy).record(decide_us);
+    for (job, result) in taken.into_iter().zip(placed) {
+        let ctx = ctx.clone();
+        let exclude = exclude.clone();
+        tasks.spawn(async move {
+            match result {
+                Ok(p) => dispatch(ctx, job, p, attempt, policy, decide_us, exclude).await,
+                Err(r) => {
+                    let code = match r {
+                        Rejection::Hopeless { .. } => ErrorCode::DeadlineExceeded,
+                        Rejection::NoWorker => ErrorCode::Unavailable,
+                    };
+                    publish_decision(
+                        &ctx,
+                        &job.meta,
+                        policy,
+                        None,
+                        0,
+                        Some(r.to_string()),
+                        decide_us,
+                        attempt,
+                    )
+                    .await;
+                    answer(
+                        &ctx,
+                        &job.meta,
+                        code,
+                        &format!("{r} ({})", job.meta.model),
+                        policy,
+                    )
+                    .await;
+                    if let Some(m) = job.msg {
+                        let _ = m.ack().await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish_decision(
+    ctx: &Ctx,
+    meta: &JobMeta,
+    policy: &str,
+    chosen: Option<CandidateView>,
+    considered: u32,
+    rejected: Option<String>,
+    decide_us: f64,
+    attempt: u32,
+) {
+    let event = DecisionEvent {
+        request_id: meta.request_id.clone(),
+        model: meta.model.clone(),
+        policy: policy.into(),
+        scheduler: ctx.id.to_string(),
+        chosen,
+        considered,
+        rejected,
+        decide_us,
+        attempt,
+    };
+    if let Ok(body) = serde_json::to_vec(&event) {
+        let _ = ctx
+            .nats
+            .publish(ctx.subjects.decision_event(&ctx.id), body.into())
+            .await;
+    }
+}
+
+async fn dispatch(
+    ctx: Arc<Ctx>,
+    job: Taken,
+    placed: Placed,
+    attempt: u32,
+    policy: &'static str,
+    decide_us: f64,
+    mut exclude: Vec<String>,
+) {
+    let d = placed.decision;
+    let engine = lock(&ctx).engine_name(d.config.engine);
+    let meta = DispatchMeta {
+        job: job.meta.clone(),
+        engine: engine.into(),
+        threads: d.config.threads,
+        batch: d.config.batch,
+        priority_us: (d.priority_ms * 1000.0) as i64,
+        policy: policy.into(),
+        est_exec_ms: d.exec_ms,
+        scheduler: ctx.id.to_string(),
+        attempt,
+    };
+    let span = pnats::next_span(job.trace.as_ref());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        JOB_HEADER,
+        serde_json::to_string(&meta).unwrap_or_default().as_str(),
+    );
+    headers.insert(REQUEST_ID, job.meta.request_id.as_str());
+    if let Some(n) = &job.header_len {
+        headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.as_str());
+    }
+    pnats::set_trace(&mut headers, &span);
+    lock(&ctx).in_flight.insert(
+        job.meta.request_id.clone(),
+        InFlight {
+            meta: job.meta.clone(),
+            body: job.body.clone(),
+            header_len: job.header_len.clone(),
+            trace: job.trace,
+            worker: placed.worker.clone(),
+            est_exec_ms: d.exec_ms,
+            attempt,
+            dispatched: Instant::now(),
+        },
+    );
+    let subject = ctx.subjects.worker_jobs(&placed.token);
+    let timeout = Duration::from_millis(ctx.config.scheduler.dispatch_timeout_ms);
+    let sent = tokio::time::timeout(
+        timeout,
+        ctx.nats
+            .request_with_headers(subject, headers, job.body.clone()),
+    )
+    .await;
+    let ack: Result<DispatchAck, String> = match sent {
+        Err(_) => Err(format!("no acknowledgement within {timeout:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(reply)) => {
+            serde_json::from_slice::<DispatchAck>(&reply.payload).map_err(|e| e.to_string())
+        }
+    };
+    let chosen = CandidateView {
+        worker: placed.worker.clone(),
+        engine: engine.into(),
+        threads: d.config.threads,
+        batch: d.config.batch,
+        network_ms: d.network_ms,
+        wait_ms: d.wait_ms,
+        exec_ms: d.exec_ms,
+        slack_ms: d.slack_ms,
+    };
+    match ack {
+        Ok(a) if a.accepted => {
+            publish_decision(
+                &ctx,
+                &job.meta,
+                policy,
+                Some(chosen),
+                d.considered,
+                None,
+                decide_us,
+                attempt,
+            )
+            .await;
+            if let Some(m) = job.msg {
+                let _ = m.ack().await;
+            }
+        }
+        refused => {
+            let why = match refused {
+                Ok(a) => a.reason.unwrap_or_else(|| "refused".into()),
+                Err(e) => e,
+            };
+            tracing::warn!(worker = %placed.worker, request = %job.meta.request_id, reason = %why, "dispatch refused");
+            {
+                let mut core = lock(&ctx);
+                core.in_flight.remove(&job.meta.request_id);
+                core.release(&placed.worker, d.exec_ms);
+                core.suspect(&placed.worker, Instant::now(), Duration::from_secs(1));
+            }
+            exclude.push(placed.worker);
+            if attempt >= ctx.config.scheduler.max_attempts {
+                answer(
+                    &ctx,
+                    &job.meta,
+                    ErrorCode::Unavailable,
+                    &format!("no worker took the job after {attempt} attempts: {why}"),
+                    policy,
+                )
+                .await;
+                if let Some(m) = job.msg {
+                    let _ = m.ack().await;
+                }
+            } else {
+                let tasks = TaskTracker::new();
+                place_and_dispatch(&ctx, &tasks, vec![job], attempt + 1, exclude);
+                tasks.close();
+                tasks.wait().await;
+            }
+        }
+    }
+}
+
+/// Places a lost worker's job again if its deadline still allows, else answers 504.
+async fn redispatch(ctx: Arc<Ctx>, job: InFlight, lost: String) {
+    let remaining_ms = (job.meta.deadline_us - unix_us()) as f64 / 1000.0;
+    let policy = lock(&ctx).policy.kind().as_str();
+    if remaining_ms <= 0.0 || job.attempt >= ctx.config.scheduler.max_attempts {
+        answer(
+            &ctx,
+            &job.meta,
+            ErrorCode::DeadlineExceeded,
+            &format!("worker {lost} was lost and the deadline no longer allows another"),
+            policy,
+        )
+        .await;
+        return;
+    }
+    let taken = Taken {
+        msg: None,
+        meta: job.meta,
+        body: job.body,
+        header_len: job.header_len,
+        trace: job.trace,
+    };
+    let tasks = TaskTracker::new();
+    place_and_dispatch(&ctx, &tasks, vec![taken], job.attempt + 1, vec![lost]);
+    tasks.close();
+    tasks.wait().await;
+}
+
+/// Answers a job a lost worker held that another scheduler dispatched: without its body it
+/// cannot be placed again, so it is answered 503.
+async fn answer_orphan(ctx: Arc<Ctx>, job: HeldJob, lost: String) {
+    if ctx
+        .claims
+        .claim(&job.request_id, ctx.id.as_str())
+        .await
+        .unwrap_or(true)
+    {
+        let _ = pnats::reply_error(
+            &ctx.nats,
+            job.reply.as_str().into(),
+            ErrorCode::Unavailable,
+            &format!("worker {lost} was lost while holding this request; retry"),
+        )
+        .await;
+    }
+}
+
+/// Answers a request with an error (claimed) and records its outcome.
+async fn answer(ctx: &Ctx, meta: &JobMeta, code: ErrorCode, text: &str, policy: &str) {
+    let won = match ctx.claims.claim(&meta.request_id, ctx.id.as_str()).await {
+        Ok(won) => won,
+        Err(e) => {
+            tracing::warn!(error = %e, "reply claim unavailable; answering anyway");
+            true
+        }
+    };
+    if !won {
+        return;
+    }
+    metrics::counter!("synergai_scheduler_answers_total", "code" => code.to_string()).increment(1);
+    let _ = pnats::reply_error(&ctx.nats, meta.reply.as_str().into(), code, text).await;
+    let total_ms = (unix_us() - meta.arrival_us) as f64 / 1000.0;
+    let outcome = Outcome {
+        request_id: meta.request_id.clone(),
+        model: meta.model.clone(),
+        slo_ms: meta.slo_ms,
+        arrival: time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(meta.arrival_us) * 1000,
+        )
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        policy: policy.into(),
+        site: None,
+        worker: None,
+        engine: None,
+        threads: None,
+        batch: None,
+        code: code.as_u16(),
+        queue_ms: None,
+        exec_ms: None,
+        total_ms,
+        violated: true,
+        excess_ms: 0.0,
+    };
+    let site = Token::parse(meta.ingress_site.as_str()).unwrap_or_else(|_| ctx.id.clone());
+    if let Err(e) = ctx.events.outcome(&site, &outcome).await {
+        tracing::warn!(error = %e, "outcome event not published");
+    }
+}
