@@ -1,0 +1,214 @@
+//! The serving path end to end: real intake, scheduler, workers and store processes on the real
+//! NATS, PostgreSQL and ONNX Runtime.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sqlx::PgPool;
+use synergai_contract::oip::{InferenceRequest, ReplyParameters};
+use synergai_contract::{ErrorCode, Tensor};
+use synergai_e2e::{Cluster, WorkerSpec, catalog, database_url, inputs};
+use synergai_platform::nats::error_of;
+
+const MODELS: [&str; 3] = ["squeezenet", "ppocr_cls", "silero_vad"];
+
+fn two_workers() -> Vec<WorkerSpec> {
+    vec![
+        WorkerSpec::new("edge-a-1", "edge-a", "edge", "0", &MODELS),
+        WorkerSpec::new("cloud-1", "cloud", "cloud", "1", &MODELS),
+    ]
+}
+
+fn request(model: &str, seed: u64, slo_ms: f64) -> InferenceRequest {
+    InferenceRequest::new(inputs(model, 1, seed), Some(slo_ms))
+}
+
+/// Checks a reply against the catalogue and the request.
+fn check_reply(model: &str, params: &ReplyParameters, outputs: &[Tensor]) {
+    let catalog = catalog();
+    let entry = catalog.model(model).expect("catalogued");
+    assert_eq!(outputs.len(), entry.outputs.len(), "{model}");
+    for (o, spec) in outputs.iter().zip(&entry.outputs) {
+        assert_eq!((o.name.as_str(), o.shape.clone()), (spec.name.as_str(), spec.shape_for_batch(1)), "{model}");
+    }
+    assert!(!params.request_id.is_empty() && !params.worker.is_empty() && !params.site.is_empty());
+    assert!(["ort", "tract"].contains(&params.engine.as_str()), "{params:?}");
+    assert!(params.threads >= 1 && params.batch >= 1);
+    assert!(params.exec_ms > 0.0 && params.total_ms >= params.exec_ms && params.queue_ms >= 0.0, "{params:?}");
+    assert_eq!(params.violated, params.total_ms > params.slo_ms);
+    assert_eq!(params.policy, "synergai");
+}
+
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn three_models_over_nats_and_http_each_answered_once(pool: PgPool) -> anyhow::Result<()> {
+    let cluster = Cluster::start(&database_url(&pool), "synergai", &two_workers()).await;
+
+    // NATS: all requests on one inbox, so a second reply to any of them would be seen.
+    let inbox = cluster.nats.new_inbox();
+    let mut replies = cluster.nats.subscribe(inbox.clone()).await?;
+    let mut sent = 0;
+    for (i, model) in MODELS.iter().enumerate() {
+        for binary in [false, true] {
+            // A 224x224 image as JSON text is 1.6 MB, past NATS's default 1 MB max_payload:
+            // over NATS it travels in the binary form (HTTP below takes the JSON).
+            if *model == "squeezenet" && !binary {
+                continue;
+            }
+            let mut req = request(model, i as u64, 5_000.0);
+            req.id = Some(format!("{model}-{binary}"));
+            req.binary_output = binary;
+            cluster.publish(model, &req, binary, &inbox, None).await;
+            sent += 1;
+        }
+    }
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let mut client_ids = Vec::new();
+    while seen.values().sum::<u32>() < sent {
+        let msg = tokio::time::timeout(Duration::from_secs(60), replies.next())
+            .await
+            .unwrap_or_else(|_| panic!("missing replies\n{}", cluster.logs()))
+            .expect("subscribed");
+        assert!(error_of(&msg).is_none(), "{:?}\n{}", error_of(&msg), cluster.logs());
+        let n = msg.headers.as_ref().and_then(|h| h.get("Inference-Header-Content-Length")).and_then(|v| v.as_str().parse().ok());
+        let resp = synergai_contract::oip::decode_response(&msg.payload, n)?;
+        let params = resp.reply_parameters()?;
+        check_reply(&resp.model_name, &params, &resp.outputs);
+        *seen.entry(params.request_id).or_default() += 1;
+        client_ids.push(resp.id.expect("client id echoed"));
+    }
+    // Nothing more arrives: no request is answered twice.
+    assert!(tokio::time::timeout(Duration::from_millis(700), replies.next()).await.is_err(), "a second reply arrived");
+    assert_eq!(seen.len(), sent as usize);
+    assert!(seen.values().all(|&n| n == 1));
+    client_ids.sort();
+    assert_eq!(client_ids.len(), sent as usize);
+
+    // HTTP: JSON and binary for each model.
+    for (i, model) in MODELS.iter().enumerate() {
+        let req = request(model, 10 + i as u64, 5_000.0);
+        for binary in [false, true] {
+            let (status, body) = http_infer(&cluster, model, &req, binary).await?;
+            assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body.1), cluster.logs());
+            let resp = synergai_contract::oip::decode_response(&body.1, body.0)?;
+            check_reply(model, &resp.reply_parameters()?, &resp.outputs);
+        }
+    }
+
+    // The ledger has every request.
+    let rows = wait_for_rows(&pool, i64::from(sent) + 6).await;
+    assert_eq!(rows, i64::from(sent) + 6);
+    cluster.stop().await;
+    Ok(())
+}
+
+async fn wait_for_rows(pool: &PgPool, n: i64) -> i64 {
+    for _ in 0..200 {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger").fetch_one(pool).await.unwrap_or(0);
+        if rows >= n {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT count(*) FROM ledger").fetch_one(pool).await.unwrap_or(0)
+}
+
+/// POSTs a request to the intake's OIP endpoint; returns the status and (JSON header length, body).
+async fn http_infer(cluster: &Cluster, model: &str, req: &InferenceRequest, binary: bool) -> anyhow::Result<(u16, (Option<usize>, Vec<u8>))> {
+    let enc = req.encode(binary)?;
+    let extra = enc.header_len.map(|n| format!("Inference-Header-Content-Length: {n}\r\n")).unwrap_or_default();
+    raw_http(cluster, &format!("/v2/models/{model}/infer"), "POST", &extra, &enc.body).await
+}
+
+/// A bare HTTP/1.1 exchange: status, the reply's JSON header length if binary, and the body.
+async fn raw_http(cluster: &Cluster, path: &str, method: &str, extra_headers: &str, body: &[u8]) -> anyhow::Result<(u16, (Option<usize>, Vec<u8>))> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(cluster.http).await?;
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no header end"))?;
+    let headers = String::from_utf8_lossy(&out[..split]).to_string();
+    let status: u16 = headers.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let header_len = headers
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("inference-header-content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse().ok());
+    Ok((status, (header_len, out[split + 4..].to_vec())))
+}
+
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn bad_input_gets_the_right_code_and_the_services_stay_up(pool: PgPool) -> anyhow::Result<()> {
+    let cluster = Cluster::start(&database_url(&pool), "synergai", &two_workers()[..1]).await;
+    let good = request("silero_vad", 1, 5_000.0);
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).expect("json");
+    let vad = |data_len: usize, shape: serde_json::Value, datatype: &str, slo: serde_json::Value| {
+        json(serde_json::json!({
+            "inputs": [
+                {"name": "input", "shape": shape, "datatype": datatype, "data": vec![0.5; data_len]},
+                {"name": "state", "shape": [2, 1, 128], "datatype": "FP32", "data": vec![0.0; 256]},
+                {"name": "sr", "shape": [], "datatype": "INT64", "data": [16000]}
+            ],
+            "parameters": {"slo_ms": slo}
+        }))
+    };
+    let enc = good.encode(true)?;
+    let n = enc.header_len.expect("binary");
+    let cases: Vec<(&str, Vec<u8>, Option<String>, ErrorCode, &str)> = vec![
+        ("silero_vad", b"{not json".to_vec(), None, ErrorCode::BadRequest, "invalid JSON"),
+        ("silero_vad", vad(512, serde_json::json!([1, 512]), "FP64", 100.into()), None, ErrorCode::BadRequest, "datatype FP64"),
+        ("silero_vad", vad(1024, serde_json::json!([1, 1024]), "FP32", 100.into()), None, ErrorCode::BadRequest, "shape [1, 1024]"),
+        ("silero_vad", vad(500, serde_json::json!([1, 512]), "FP32", 100.into()), None, ErrorCode::BadRequest, "holds 512 elements but data has 500"),
+        ("silero_vad", vad(600, serde_json::json!([1, 512]), "FP32", 100.into()), None, ErrorCode::BadRequest, "holds 512 elements but data has 600"),
+        (
+            "silero_vad",
+            vad(1, serde_json::json!([4294967296u64, 4294967296u64, 4294967296u64]), "FP32", 100.into()),
+            None,
+            ErrorCode::PayloadTooLarge,
+            "overflows",
+        ),
+        ("silero_vad", enc.body.clone(), Some((enc.body.len() + 10).to_string()), ErrorCode::BadRequest, "has only"),
+        ("silero_vad", enc.body[..n + 100].to_vec(), Some(n.to_string()), ErrorCode::BadRequest, "runs past the end"),
+        ("no_such_model", vad(512, serde_json::json!([1, 512]), "FP32", 100.into()), None, ErrorCode::NotFound, "unknown model"),
+        ("silero_vad", vad(512, serde_json::json!([1, 512]), "FP32", 0.into()), None, ErrorCode::BadRequest, "slo_ms must be a positive"),
+        ("silero_vad", vad(512, serde_json::json!([1, 512]), "FP32", (-5).into()), None, ErrorCode::BadRequest, "slo_ms must be a positive"),
+        ("silero_vad", vad(512, serde_json::json!([1, 512]), "FP32", 1e12.into()), None, ErrorCode::BadRequest, "up to"),
+        ("silero_vad", vad(512, serde_json::json!([1, 512]), "FP32", "soon".into()), None, ErrorCode::BadRequest, "slo_ms must be a number"),
+    ];
+    for (model, body, header_len, code, says) in &cases {
+        // NATS.
+        let inbox = cluster.nats.new_inbox();
+        let mut sub = cluster.nats.subscribe(inbox.clone()).await?;
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(h) = header_len {
+            headers.insert("Inference-Header-Content-Length", h.as_str());
+        }
+        let subject = format!("{}.infer.{model}", cluster.subjects.root());
+        cluster.nats.publish_with_reply_and_headers(subject, inbox, headers, body.clone().into()).await?;
+        let msg = tokio::time::timeout(Duration::from_secs(10), sub.next()).await?.expect("reply");
+        let (got, text) = error_of(&msg).unwrap_or_else(|| panic!("{says}: no error reply"));
+        assert_eq!(got, *code, "NATS {says}: {text}");
+        assert!(text.contains(says), "NATS: {text:?} does not say {says:?}");
+        // HTTP.
+        let extra = header_len.as_ref().map(|h| format!("Inference-Header-Content-Length: {h}\r\n")).unwrap_or_default();
+        let (status, (_, body)) = raw_http(&cluster, &format!("/v2/models/{model}/infer"), "POST", &extra, body).await?;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, code.as_u16(), "HTTP {says}: {text}");
+        assert!(text.contains(says) || *code == ErrorCode::NotFound, "HTTP: {text:?} does not say {says:?}");
+    }
+    // Everything still serves.
+    let ok = cluster.infer("silero_vad", &good, false).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(ok.outputs.len(), 2);
+    let (status, _) = raw_http(&cluster, "/v2/health/ready", "GET", "", b"").await?;
+    assert_eq!(status, 200);
+    let (status, (_, meta)) = raw_http(&cluster, "/v2/models/silero_vad", "GET", "", b"").await?;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&meta).contains("\"stateN\""));
+    cluster.stop().await;
+    Ok(())
+}
