@@ -464,6 +464,15 @@ fn place_and_dispatch(
         tasks.spawn(async move {
             match result {
                 Ok(p) => dispatch(ctx, job, p, attempt, policy, decide_us, exclude).await,
+                // No worker serves the model right now (workers starting, or all lost): wait for
+                // one while the deadline allows.
+                Err(Rejection::NoWorker) if unix_us() + 100_000 < job.meta.deadline_us => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let tasks = TaskTracker::new();
+                    place_and_dispatch(&ctx, &tasks, vec![job], attempt, exclude);
+                    tasks.close();
+                    tasks.wait().await;
+                }
                 Err(r) => {
                     let code = match r {
                         Rejection::Hopeless { .. } => ErrorCode::DeadlineExceeded,

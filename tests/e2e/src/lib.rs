@@ -29,7 +29,11 @@ pub fn binary(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} not built: run `cargo build --workspace --bins` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
     bin
 }
 
@@ -39,7 +43,11 @@ pub fn unique_prefix(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("{tag}{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{tag}{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn free_port() -> u16 {
@@ -115,7 +123,9 @@ impl Cluster {
             subject_prefix: prefix.clone(),
             ..NatsConfig::default()
         };
-        let nats = synergai_platform::nats::connect(&cfg, "e2e-test").await.expect("NATS up");
+        let nats = synergai_platform::nats::connect(&cfg, "e2e-test")
+            .await
+            .expect("NATS up");
         let mut cluster = Cluster {
             subjects: cfg.subjects(),
             nats,
@@ -152,8 +162,14 @@ impl Cluster {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        self.procs.push(Proc { name: name.into(), child, log });
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+            log,
+        });
     }
 
     fn spawn_store(&mut self) {
@@ -201,15 +217,22 @@ impl Cluster {
     }
 
     /// The scheduler's state, over its control subject.
-    pub async fn control(&self, policy: Option<&str>) -> Result<SchedulerState, (ErrorCode, String)> {
+    pub async fn control(
+        &self,
+        policy: Option<&str>,
+    ) -> Result<SchedulerState, (ErrorCode, String)> {
         let body = serde_json::to_vec(&SchedulerControl {
             policy: policy.map(str::to_owned),
         })
         .unwrap_or_default();
-        let reply = tokio::time::timeout(Duration::from_secs(5), self.nats.request(self.subjects.scheduler_control(), body.into()))
-            .await
-            .map_err(|_| (ErrorCode::Unavailable, "no scheduler answered".to_owned()))?
-            .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.nats
+                .request(self.subjects.scheduler_control(), body.into()),
+        )
+        .await
+        .map_err(|_| (ErrorCode::Unavailable, "no scheduler answered".to_owned()))?
+        .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
         if let Some(err) = error_of(&reply) {
             return Err(err);
         }
@@ -225,7 +248,11 @@ impl Cluster {
             {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(120), "workers did not join:\n{}", self.logs());
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "workers did not join:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -233,25 +260,43 @@ impl Cluster {
     async fn wait_http(&self) {
         let start = Instant::now();
         while tokio::net::TcpStream::connect(self.http).await.is_err() {
-            assert!(start.elapsed() < Duration::from_secs(30), "intake HTTP not up:\n{}", self.logs());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "intake HTTP not up:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     /// Sends a signal to a process of the cluster by name (`kill -<signal>`).
     pub fn signal(&mut self, name: &str, signal: &str) {
-        let p = self.procs.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no process {name}"));
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(p.child.id().to_string()).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {name} failed");
+        let p = self
+            .procs
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(p.child.id().to_string())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill -{signal} {name} failed"
+        );
     }
 
-    /// Waits for a process to exit; returns its exit code.
-    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<i32> {
-        let p = self.procs.iter_mut().find(|p| p.name == name).unwrap_or_else(|| panic!("no process {name}"));
+    /// Waits for a process to exit; returns how it ended (`None`: still running at `timeout`).
+    pub fn wait_exit(&mut self, name: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let p = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = p.child.try_wait() {
-                return status.code();
+                return Some(status);
             }
             if start.elapsed() > timeout {
                 return None;
@@ -284,7 +329,14 @@ impl Cluster {
     }
 
     /// Publishes a request for `model` with reply subject `reply` (the binary form when `binary`).
-    pub async fn publish(&self, model: &str, req: &InferenceRequest, binary: bool, reply: &str, traceparent: Option<&str>) {
+    pub async fn publish(
+        &self,
+        model: &str,
+        req: &InferenceRequest,
+        binary: bool,
+        reply: &str,
+        traceparent: Option<&str>,
+    ) {
         let enc = req.encode(binary).expect("encodes");
         let mut headers = HeaderMap::new();
         if let Some(n) = enc.header_len {
@@ -295,19 +347,38 @@ impl Cluster {
         }
         let model = ModelName::parse(model).expect("model name");
         self.nats
-            .publish_with_reply_and_headers(self.subjects.infer(&model), reply.to_owned(), headers, enc.body.into())
+            .publish_with_reply_and_headers(
+                self.subjects.infer(&model),
+                reply.to_owned(),
+                headers,
+                enc.body.into(),
+            )
             .await
             .expect("published");
     }
 
     /// One request over NATS, answered or refused.
-    pub async fn infer(&self, model: &str, req: &InferenceRequest, binary: bool) -> Result<InferenceResponse, (ErrorCode, String)> {
+    pub async fn infer(
+        &self,
+        model: &str,
+        req: &InferenceRequest,
+        binary: bool,
+    ) -> Result<InferenceResponse, (ErrorCode, String)> {
         let inbox = self.nats.new_inbox();
-        let mut sub = self.nats.subscribe(inbox.clone()).await.expect("subscribed");
+        let mut sub = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .expect("subscribed");
         self.publish(model, req, binary, &inbox, None).await;
         let msg = tokio::time::timeout(Duration::from_secs(30), sub.next())
             .await
-            .map_err(|_| (ErrorCode::DeadlineExceeded, format!("no reply in 30 s\n{}", self.logs())))?
+            .map_err(|_| {
+                (
+                    ErrorCode::DeadlineExceeded,
+                    format!("no reply in 30 s\n{}", self.logs()),
+                )
+            })?
             .ok_or((ErrorCode::Internal, "subscription closed".to_owned()))?;
         if let Some(err) = error_of(&msg) {
             return Err(err);
@@ -327,14 +398,21 @@ impl Cluster {
     pub async fn stop(mut self) {
         self.terminate();
         let js = async_nats::jetstream::new(self.nats.clone());
-        for name in [self.subjects.request_stream(), self.subjects.outcome_stream(), self.subjects.reply_bucket()] {
+        for name in [
+            self.subjects.request_stream(),
+            self.subjects.outcome_stream(),
+            self.subjects.reply_bucket(),
+        ] {
             let _ = js.delete_stream(name).await;
         }
     }
 
     fn terminate(&mut self) {
         for p in &mut self.procs {
-            let _ = Command::new("kill").arg("-TERM").arg(p.child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(p.child.id().to_string())
+                .status();
         }
         let start = Instant::now();
         for p in &mut self.procs {
@@ -360,15 +438,24 @@ impl Drop for Cluster {
 
 /// The database URL of a `#[sqlx::test]` pool, for the store process.
 pub fn database_url(pool: &sqlx::PgPool) -> String {
-    let base = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let server = base.rsplit_once('/').map_or(base.as_str(), |(s, _)| s).to_owned();
-    let db = pool.connect_options().get_database().unwrap_or("postgres").to_owned();
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(s, _)| s)
+        .to_owned();
+    let db = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or("postgres")
+        .to_owned();
     format!("{server}/{db}")
 }
 
 /// The catalogue.
 pub fn catalog() -> synergai_contract::catalog::Catalog {
-    synergai_contract::catalog::Catalog::load(&workspace().join("assets/catalog.json")).expect("catalog (run scripts/setup)")
+    synergai_contract::catalog::Catalog::load(&workspace().join("assets/catalog.json"))
+        .expect("catalog (run scripts/setup)")
 }
 
 /// Inputs for `model` at `batch`: floats in [0, 1) from `seed`, fixed values where the catalogue
