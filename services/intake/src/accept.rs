@@ -75,18 +75,35 @@ pub struct Admitted {
     pub header_len: Option<usize>,
 }
 
-/// Validates and normalises one request for `model` that arrived at `arrival_us` with reply
-/// subject `reply`.
+/// A request as it arrived, on either front door.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Model named by the subject or path.
+    pub model: &'a str,
+    /// Body.
+    pub body: &'a [u8],
+    /// `Inference-Header-Content-Length`, if given.
+    pub header_len: Option<&'a str>,
+    /// Where the reply goes.
+    pub reply: &'a str,
+    /// When it arrived, microseconds since the Unix epoch.
+    pub arrival_us: i64,
+}
+
+/// Validates and normalises one request; `request_id` is the id to stamp on it.
 pub fn admit(
     catalog: &Catalog,
     cfg: &AdmissionConfig,
-    model: &str,
-    body: &[u8],
-    header_len: Option<&str>,
-    reply: &str,
-    arrival_us: i64,
+    incoming: Incoming<'_>,
     request_id: String,
 ) -> Result<Admitted, Refused> {
+    let Incoming {
+        model,
+        body,
+        header_len,
+        reply,
+        arrival_us,
+    } = incoming;
     let name = ModelName::parse(model)
         .map_err(|_| Refused::new(ErrorCode::NotFound, format!("unknown model {model:?}")))?;
     let entry = catalog.model(name.as_str())?;

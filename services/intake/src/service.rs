@@ -32,7 +32,7 @@ use synergai_platform::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::{AdmissionConfig, Refused, admit};
+use crate::accept::{AdmissionConfig, Incoming, Refused, admit};
 
 /// The whole intake configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,26 +198,14 @@ impl Intake {
     }
 }
 
-/// Admits a request and hands it to the scheduler; `Ok` once JetStream has it.
+/// Admits a request and hands it to the scheduler; `Ok` (its id and deadline) once JetStream
+/// has it.
 async fn submit(
     ctx: &Ctx,
-    model: &str,
-    body: &[u8],
-    header_len: Option<&str>,
-    reply: &str,
+    incoming: Incoming<'_>,
     trace: Option<TraceContext>,
-    arrival_us: i64,
 ) -> Result<(String, i64), Refused> {
-    let admitted = admit(
-        &ctx.catalog,
-        &ctx.cfg.intake,
-        model,
-        body,
-        header_len,
-        reply,
-        arrival_us,
-        request_id(),
-    )?;
+    let admitted = admit(&ctx.catalog, &ctx.cfg.intake, incoming, request_id())?;
     let limit = ctx.nats.server_info().max_payload;
     if admitted.body.len() + 2048 > limit {
         return Err(Refused::new(
@@ -286,17 +274,14 @@ async fn serve_nats(
                 .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
                 .map(|v| v.as_str().to_owned());
             let trace = pnats::trace_of(msg.headers.as_ref());
-            if let Err(r) = submit(
-                &ctx,
-                &model,
-                &msg.payload,
-                header_len.as_deref(),
-                reply.as_str(),
-                trace,
+            let incoming = Incoming {
+                model: &model,
+                body: &msg.payload,
+                header_len: header_len.as_deref(),
+                reply: reply.as_str(),
                 arrival_us,
-            )
-            .await
-            {
+            };
+            if let Err(r) = submit(&ctx, incoming, trace).await {
                 metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())
                     .increment(1);
                 let _ = pnats::reply_error(&ctx.nats, reply, r.code, &r.message).await;
@@ -418,17 +403,14 @@ async fn infer(
             );
         }
     };
-    let deadline_us = match submit(
-        &ctx,
-        &model,
-        &body,
-        header_len.as_deref(),
-        &inbox,
-        trace,
+    let incoming = Incoming {
+        model: &model,
+        body: &body,
+        header_len: header_len.as_deref(),
+        reply: &inbox,
         arrival_us,
-    )
-    .await
-    {
+    };
+    let deadline_us = match submit(&ctx, incoming, trace).await {
         Ok((_, deadline_us)) => deadline_us,
         Err(r) => {
             metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())

@@ -8,7 +8,7 @@ use synergai_platform::nats::NatsConfig;
 use synergai_platform::telemetry::TelemetryConfig;
 
 /// The whole scheduler configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
     /// Placement.
@@ -23,6 +23,19 @@ pub struct SchedulerConfig {
     pub http: HttpConfig,
     /// Logs.
     pub telemetry: TelemetryConfig,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            scheduler: Settings::default(),
+            network: NetworkConfig::default(),
+            catalog: PathBuf::from("assets/catalog.json"),
+            nats: NatsConfig::default(),
+            http: HttpConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
 }
 
 /// `[scheduler]`.

@@ -21,9 +21,7 @@ async fn main() -> ExitCode {
 async fn run() -> anyhow::Result<()> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let file = config::file_from_env(&env);
-    let mut defaults = SchedulerConfig::default();
-    defaults.catalog = "assets/catalog.json".into();
-    let cfg: SchedulerConfig = config::load(&defaults, file.as_deref(), env)?;
+    let cfg: SchedulerConfig = config::load(&SchedulerConfig::default(), file.as_deref(), env)?;
     let _telemetry = telemetry::init("synergai-scheduler", &cfg.telemetry)?;
     let catalog = Catalog::load(&cfg.catalog)?;
     let models = catalog.models.iter().map(|m| m.name.to_string()).collect();

@@ -392,7 +392,92 @@ impl Cluster {
     }
 }
 
+/// An HTTP reply: status, the JSON header length of a binary-form body, and the body.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// `Inference-Header-Content-Length`, when present.
+    pub header_len: Option<usize>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
 impl Cluster {
+    /// A bare HTTP/1.1 exchange with the intake.
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        extra_headers: &str,
+        body: &[u8],
+    ) -> std::io::Result<HttpReply> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.http).await?;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra_headers}\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        let split = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+        let headers = String::from_utf8_lossy(&out[..split]).to_string();
+        let status = headers
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let header_len = headers
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("inference-header-content-length:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .and_then(|v| v.parse().ok());
+        Ok(HttpReply {
+            status,
+            header_len,
+            body: out[split + 4..].to_vec(),
+        })
+    }
+
+    /// One request over HTTP (`POST /v2/models/{model}/infer`), answered or refused.
+    pub async fn infer_http(
+        &self,
+        model: &str,
+        req: &InferenceRequest,
+        binary: bool,
+    ) -> Result<InferenceResponse, (ErrorCode, String)> {
+        let enc = req
+            .encode(binary)
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        let extra = enc
+            .header_len
+            .map(|n| format!("Inference-Header-Content-Length: {n}\r\n"))
+            .unwrap_or_default();
+        let reply = self
+            .http(
+                "POST",
+                &format!("/v2/models/{model}/infer"),
+                &extra,
+                &enc.body,
+            )
+            .await
+            .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+        if reply.status != 200 {
+            let code = ErrorCode::try_from(reply.status).unwrap_or(ErrorCode::Internal);
+            return Err((code, String::from_utf8_lossy(&reply.body).into_owned()));
+        }
+        decode_response(&reply.body, reply.header_len)
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))
+    }
+
     /// Stops every process (SIGTERM, then SIGKILL after 10 s) and removes the cluster's
     /// JetStream streams.
     pub async fn stop(mut self) {

@@ -112,15 +112,10 @@ async fn three_models_over_nats_and_http_each_answered_once(pool: PgPool) -> any
     for (i, model) in MODELS.iter().enumerate() {
         let req = request(model, 10 + i as u64, 5_000.0);
         for binary in [false, true] {
-            let (status, body) = http_infer(&cluster, model, &req, binary).await?;
-            assert_eq!(
-                status,
-                200,
-                "{}\n{}",
-                String::from_utf8_lossy(&body.1),
-                cluster.logs()
-            );
-            let resp = synergai_contract::oip::decode_response(&body.1, body.0)?;
+            let resp = cluster
+                .infer_http(model, &req, binary)
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}\n{}", cluster.logs()));
             check_reply(model, &resp.reply_parameters()?, &resp.outputs);
         }
     }
@@ -149,66 +144,8 @@ async fn wait_for_rows(pool: &PgPool, n: i64) -> i64 {
         .unwrap_or(0)
 }
 
-/// POSTs a request to the intake's OIP endpoint; returns the status and (JSON header length, body).
-async fn http_infer(
-    cluster: &Cluster,
-    model: &str,
-    req: &InferenceRequest,
-    binary: bool,
-) -> anyhow::Result<(u16, (Option<usize>, Vec<u8>))> {
-    let enc = req.encode(binary)?;
-    let extra = enc
-        .header_len
-        .map(|n| format!("Inference-Header-Content-Length: {n}\r\n"))
-        .unwrap_or_default();
-    raw_http(
-        cluster,
-        &format!("/v2/models/{model}/infer"),
-        "POST",
-        &extra,
-        &enc.body,
-    )
-    .await
-}
-
-/// A bare HTTP/1.1 exchange: status, the reply's JSON header length if binary, and the body.
-async fn raw_http(
-    cluster: &Cluster,
-    path: &str,
-    method: &str,
-    extra_headers: &str,
-    body: &[u8],
-) -> anyhow::Result<(u16, (Option<usize>, Vec<u8>))> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(cluster.http).await?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra_headers}\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await?;
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("no header end"))?;
-    let headers = String::from_utf8_lossy(&out[..split]).to_string();
-    let status: u16 = headers
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let header_len = headers
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("inference-header-content-length:")
-                .map(|v| v.trim().to_owned())
-        })
-        .and_then(|v| v.parse().ok());
-    Ok((status, (header_len, out[split + 4..].to_vec())))
-}
+/// A hostile request: model, body, binary header length, the code and the words expected back.
+type Case<'a> = (&'a str, Vec<u8>, Option<String>, ErrorCode, &'a str);
 
 #[sqlx::test(migrator = "synergai_store::MIGRATOR")]
 async fn bad_input_gets_the_right_code_and_the_services_stay_up(
@@ -232,7 +169,7 @@ async fn bad_input_gets_the_right_code_and_the_services_stay_up(
     };
     let enc = good.encode(true)?;
     let n = enc.header_len.expect("binary");
-    let cases: Vec<(&str, Vec<u8>, Option<String>, ErrorCode, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "silero_vad",
             b"{not json".to_vec(),
@@ -354,16 +291,11 @@ async fn bad_input_gets_the_right_code_and_the_services_stay_up(
             .as_ref()
             .map(|h| format!("Inference-Header-Content-Length: {h}\r\n"))
             .unwrap_or_default();
-        let (status, (_, body)) = raw_http(
-            &cluster,
-            &format!("/v2/models/{model}/infer"),
-            "POST",
-            &extra,
-            body,
-        )
-        .await?;
-        let text = String::from_utf8_lossy(&body);
-        assert_eq!(status, code.as_u16(), "HTTP {says}: {text}");
+        let reply = cluster
+            .http("POST", &format!("/v2/models/{model}/infer"), &extra, body)
+            .await?;
+        let text = String::from_utf8_lossy(&reply.body);
+        assert_eq!(reply.status, code.as_u16(), "HTTP {says}: {text}");
         assert!(
             text.contains(says) || *code == ErrorCode::NotFound,
             "HTTP: {text:?} does not say {says:?}"
@@ -375,11 +307,18 @@ async fn bad_input_gets_the_right_code_and_the_services_stay_up(
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     assert_eq!(ok.outputs.len(), 2);
-    let (status, _) = raw_http(&cluster, "/v2/health/ready", "GET", "", b"").await?;
-    assert_eq!(status, 200);
-    let (status, (_, meta)) = raw_http(&cluster, "/v2/models/silero_vad", "GET", "", b"").await?;
-    assert_eq!(status, 200);
-    assert!(String::from_utf8_lossy(&meta).contains("\"stateN\""));
+    assert_eq!(
+        cluster
+            .http("GET", "/v2/health/ready", "", b"")
+            .await?
+            .status,
+        200
+    );
+    let meta = cluster
+        .http("GET", "/v2/models/silero_vad", "", b"")
+        .await?;
+    assert_eq!(meta.status, 200);
+    assert!(String::from_utf8_lossy(&meta.body).contains("\"stateN\""));
     cluster.stop().await;
     Ok(())
 }

@@ -47,7 +47,7 @@ pub enum Done {
         runs: Vec<Run>,
     },
     /// The deadline passed before the job could start.
-    Expired(Job),
+    Expired(Box<Job>),
     /// The engine failed.
     Failed(Vec<Job>, EngineError),
 }
@@ -301,7 +301,7 @@ impl Executor {
                 .into_iter()
                 .partition(|j| self.drop_expired && now > j.meta.job.deadline_us);
             for job in expired {
-                let _ = done.send(Done::Expired(job));
+                let _ = done.send(Done::Expired(Box::new(job)));
             }
             if live.is_empty() {
                 continue;

@@ -364,7 +364,7 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
             reason: None,
             queue_len: n as u32,
         },
-        Err((_, why)) => refuse(why.to_string(), queued),
+        Err(why) => refuse(why.to_string(), queued),
     }
 }
 
@@ -481,6 +481,7 @@ async fn reply_loop(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Done>) {
     while let Some(d) = done.recv().await {
         match d {
             Done::Expired(job) => {
+                let job = *job;
                 metrics::counter!("synergai_worker_expired_total").increment(1);
                 answer_error(
                     &ctx,

@@ -102,16 +102,16 @@ impl JobQueue {
         }
     }
 
-    /// Queues a job; returns the queue length, or the job back with the reason it was refused.
-    pub fn push(&self, job: Job) -> Result<usize, (Job, Refusal)> {
+    /// Queues a job; returns the queue length, or why it was refused.
+    pub fn push(&self, job: Job) -> Result<usize, Refusal> {
         let Ok(mut s) = self.state.lock() else {
-            return Err((job, Refusal::Draining));
+            return Err(Refusal::Draining);
         };
         if s.draining || s.closed {
-            return Err((job, Refusal::Draining));
+            return Err(Refusal::Draining);
         }
         if s.queued.len() >= self.capacity {
-            return Err((job, Refusal::Full(self.capacity)));
+            return Err(Refusal::Full(self.capacity));
         }
         s.queued.push(job);
         let n = s.queued.len();
