@@ -185,6 +185,8 @@ pub struct DecisionEvent {
     pub scheduler: String,
     /// The choice, if placed.
     pub chosen: Option<CandidateView>,
+    /// The best (worker, configuration) pairs weighed, by estimated completion.
+    pub candidates: Vec<CandidateView>,
     /// (worker, configuration) pairs weighed.
     pub considered: u32,
     /// Why it was not placed, if so.

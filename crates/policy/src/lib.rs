@@ -473,6 +473,65 @@ impl Policy {
         }
     }
 
+    /// The `k` best (worker, configuration) pairs this policy would weigh for `req`, by
+    /// estimated completion: what a decision event shows beside the choice. `synergai` and its
+    /// tier variants weigh each worker's fastest configuration; the others the fixed one.
+    pub fn candidates(
+        &self,
+        now_ms: f64,
+        req: &Request,
+        snap: &Snapshot<'_>,
+        k: usize,
+    ) -> Vec<Decision> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let configuration_aware = matches!(
+            self.kind,
+            PolicyKind::Synergai | PolicyKind::EdgeOnly | PolicyKind::CloudOnly
+        );
+        let tier = match self.kind {
+            PolicyKind::EdgeOnly => Some(Tier::Edge),
+            PolicyKind::CloudOnly => Some(Tier::Cloud),
+            _ => None,
+        };
+        let mut all: Vec<Decision> = (0..snap.workers.len())
+            .filter(|&w| {
+                eligible(&snap.workers[w], req.model)
+                    && tier.is_none_or(|t| snap.workers[w].tier == t)
+            })
+            .map(|w| {
+                let c = if configuration_aware {
+                    let state = &snap.workers[w];
+                    let (option, exec_ms) = snap.profiles.fastest(
+                        state.class,
+                        req.model,
+                        req.samples,
+                        state.max_threads,
+                    );
+                    let network_ms =
+                        snap.network
+                            .cost_ms(req.ingress, state.site, req.payload_bytes);
+                    let wait_ms = state.backlog_ms.max(0.0);
+                    Candidate {
+                        worker: w,
+                        option,
+                        exec_ms,
+                        network_ms,
+                        wait_ms,
+                        completion_ms: now_ms + network_ms + wait_ms + exec_ms,
+                    }
+                } else {
+                    fixed_candidate(now_ms, req, snap, &[], w)
+                };
+                c.decision(req, self.kind == PolicyKind::SloMael, 1)
+            })
+            .collect();
+        all.sort_by(|a, b| a.completion_ms.total_cmp(&b.completion_ms));
+        all.truncate(k);
+        all
+    }
+
     fn next_random(&mut self) -> u64 {
         // xorshift64*: deterministic for a seed, good enough to spread load.
         let mut x = self.rng;

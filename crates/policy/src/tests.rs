@@ -457,3 +457,35 @@ fn network_cost_counts_round_trip_and_payload() {
     assert_eq!("slo-mael".parse::<PolicyKind>(), Ok(PolicyKind::SloMael));
     assert!("fastest".parse::<PolicyKind>().is_err());
 }
+
+#[test]
+fn candidates_show_what_was_weighed() {
+    let (workers, net, p) = edge_and_cloud();
+    let snap = Snapshot {
+        workers: &workers,
+        network: &net,
+        profiles: &p,
+    };
+    let req = request(0.0, 35.0, 1);
+    let aware =
+        Policy::new(PolicyKind::Synergai, PolicyConfig::default()).candidates(0.0, &req, &snap, 5);
+    assert_eq!(
+        aware
+            .iter()
+            .map(|c| (c.worker, c.config.engine))
+            .collect::<Vec<_>>(),
+        [(0, TRACT), (1, ORT)]
+    );
+    assert!((aware[1].network_ms - 40.0).abs() < 1e-9);
+    let fixed = Policy::new(PolicyKind::RoundRobin, PolicyConfig::default())
+        .candidates(0.0, &req, &snap, 1);
+    assert_eq!(
+        (fixed.len(), fixed[0].config.engine, fixed[0].exec_ms),
+        (1, ORT, 30.0)
+    );
+    assert!(
+        Policy::new(PolicyKind::Synergai, PolicyConfig::default())
+            .candidates(0.0, &req, &snap, 0)
+            .is_empty()
+    );
+}

@@ -63,6 +63,8 @@ pub struct Settings {
     pub max_attempts: u32,
     /// A worker is lost after this many heartbeat intervals without one.
     pub lost_after_heartbeats: u32,
+    /// Candidates listed in each decision event (0: none).
+    pub decision_candidates: usize,
     /// Accepted requests kept in the JetStream work queue while no scheduler has taken them:
     /// `memory` (fast; survives scheduler restarts, not a NATS server restart) or `file`.
     pub request_storage: String,
@@ -81,6 +83,7 @@ impl Default for Settings {
             dispatch_timeout_ms: 500,
             max_attempts: 3,
             lost_after_heartbeats: 4,
+            decision_candidates: 4,
             request_storage: "memory".into(),
         }
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use synergai_contract::Token;
-use synergai_contract::serving::{HeldJob, JobMeta, WorkerHeartbeat};
+use synergai_contract::serving::{CandidateView, HeldJob, JobMeta, WorkerHeartbeat};
 use synergai_contract::store::ProfileKey;
 use synergai_contract::trace::TraceContext;
 use synergai_policy::{
@@ -431,14 +431,15 @@ impl Core {
 
     /// Places requests at `now_ms` (Unix ms) with the policy in force, and reserves each
     /// placement's execution on its worker. `exclude` keeps workers out (a re-placement after
-    /// a refusal).
+    /// a refusal). Each result comes with the best `candidates` pairs the policy weighed.
     pub fn place(
         &mut self,
         now_ms: f64,
         now: Instant,
         metas: &[JobMeta],
         exclude: &[String],
-    ) -> Vec<Result<Placed, Rejection>> {
+        candidates: usize,
+    ) -> Vec<(Result<Placed, Rejection>, Vec<CandidateView>)> {
         for i in 0..self.workers.len() {
             let e = &self.workers[i];
             let hb_left = (e.hb.backlog_ms - ms_since(e.seen, now)).max(0.0);
@@ -468,14 +469,26 @@ impl Core {
             network: &self.network,
             profiles: &self.index,
         };
+        let weighed: Vec<Vec<CandidateView>> = requests
+            .iter()
+            .map(|r| match r {
+                Some(req) => self
+                    .policy
+                    .candidates(now_ms, req, &snap, candidates)
+                    .iter()
+                    .map(|d| self.view(d))
+                    .collect(),
+                None => Vec::new(),
+            })
+            .collect();
         let mut decided = self.policy.place(now_ms, &known, &snap).into_iter();
         let mut out = Vec::with_capacity(metas.len());
-        for r in &requests {
+        for (r, weighed) in requests.iter().zip(weighed) {
             let result = match r {
                 None => Err(Rejection::NoWorker),
                 Some(_) => decided.next().unwrap_or(Err(Rejection::NoWorker)),
             };
-            out.push(result.map(|d| {
+            let placed = result.map(|d| {
                 let e = &mut self.workers[d.worker];
                 e.reserved_ms += d.exec_ms;
                 Placed {
@@ -483,9 +496,27 @@ impl Core {
                     token: e.token.clone(),
                     decision: d,
                 }
-            }));
+            });
+            out.push((placed, weighed));
         }
         out
+    }
+
+    /// A decision as decision events show it.
+    pub fn view(&self, d: &Decision) -> CandidateView {
+        CandidateView {
+            worker: self
+                .workers
+                .get(d.worker)
+                .map_or_else(String::new, |w| w.id.clone()),
+            engine: self.engine_name(d.config.engine).into(),
+            threads: d.config.threads,
+            batch: d.config.batch,
+            network_ms: d.network_ms,
+            wait_ms: d.wait_ms,
+            exec_ms: d.exec_ms,
+            slack_ms: d.slack_ms,
+        }
     }
 
     /// Releases a reservation that did not turn into a job (the dispatch was refused).

@@ -453,17 +453,27 @@ fn place_and_dispatch(
     let metas: Vec<JobMeta> = taken.iter().map(|t| t.meta.clone()).collect();
     let (placed, policy) = {
         let mut core = lock(ctx);
-        let placed = core.place(unix_us() as f64 / 1000.0, Instant::now(), &metas, &exclude);
+        let placed = core.place(
+            unix_us() as f64 / 1000.0,
+            Instant::now(),
+            &metas,
+            &exclude,
+            ctx.config.scheduler.decision_candidates,
+        );
         (placed, core.policy.kind().as_str())
     };
     let decide_us = t.elapsed().as_secs_f64() * 1e6 / taken.len() as f64;
     metrics::histogram!("synergai_scheduler_decision_us", "policy" => policy).record(decide_us);
-    for (job, result) in taken.into_iter().zip(placed) {
+    for (job, (result, weighed)) in taken.into_iter().zip(placed) {
         let ctx = ctx.clone();
         let exclude = exclude.clone();
         tasks.spawn(async move {
             match result {
-                Ok(p) => dispatch(ctx, job, p, attempt, policy, decide_us, exclude).await,
+                Ok(p) => {
+                    let event =
+                        decision_event(&ctx, &job.meta, policy, decide_us, attempt, weighed);
+                    dispatch(ctx, job, p, event, exclude).await
+                }
                 // No worker serves the model right now (workers starting, or all lost): wait for
                 // one while the deadline allows.
                 Err(Rejection::NoWorker) if unix_us() + 100_000 < job.meta.deadline_us => {
@@ -478,17 +488,10 @@ fn place_and_dispatch(
                         Rejection::Hopeless { .. } => ErrorCode::DeadlineExceeded,
                         Rejection::NoWorker => ErrorCode::Unavailable,
                     };
-                    publish_decision(
-                        &ctx,
-                        &job.meta,
-                        policy,
-                        None,
-                        0,
-                        Some(r.to_string()),
-                        decide_us,
-                        attempt,
-                    )
-                    .await;
+                    let mut event =
+                        decision_event(&ctx, &job.meta, policy, decide_us, attempt, weighed);
+                    event.rejected = Some(r.to_string());
+                    publish_decision(&ctx, &event).await;
                     answer(
                         &ctx,
                         &job.meta,
@@ -506,29 +509,31 @@ fn place_and_dispatch(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn publish_decision(
+/// The decision event of a request, to be completed with the choice or the rejection.
+fn decision_event(
     ctx: &Ctx,
     meta: &JobMeta,
     policy: &str,
-    chosen: Option<CandidateView>,
-    considered: u32,
-    rejected: Option<String>,
     decide_us: f64,
     attempt: u32,
-) {
-    let event = DecisionEvent {
+    candidates: Vec<CandidateView>,
+) -> DecisionEvent {
+    DecisionEvent {
         request_id: meta.request_id.clone(),
         model: meta.model.clone(),
         policy: policy.into(),
         scheduler: ctx.id.to_string(),
-        chosen,
-        considered,
-        rejected,
+        chosen: None,
+        candidates,
+        considered: 0,
+        rejected: None,
         decide_us,
         attempt,
-    };
-    if let Ok(body) = serde_json::to_vec(&event) {
+    }
+}
+
+async fn publish_decision(ctx: &Ctx, event: &DecisionEvent) {
+    if let Ok(body) = serde_json::to_vec(event) {
         let _ = ctx
             .nats
             .publish(ctx.subjects.decision_event(&ctx.id), body.into())
@@ -540,20 +545,23 @@ async fn dispatch(
     ctx: Arc<Ctx>,
     job: Taken,
     placed: Placed,
-    attempt: u32,
-    policy: &'static str,
-    decide_us: f64,
+    mut event: DecisionEvent,
     mut exclude: Vec<String>,
 ) {
     let d = placed.decision;
-    let engine = lock(&ctx).engine_name(d.config.engine);
+    let attempt = event.attempt;
+    let policy = event.policy.clone();
+    let (engine, chosen) = {
+        let core = lock(&ctx);
+        (core.engine_name(d.config.engine), core.view(&d))
+    };
     let meta = DispatchMeta {
         job: job.meta.clone(),
         engine: engine.into(),
         threads: d.config.threads,
         batch: d.config.batch,
         priority_us: (d.priority_ms * 1000.0) as i64,
-        policy: policy.into(),
+        policy: policy.clone(),
         est_exec_ms: d.exec_ms,
         scheduler: ctx.id.to_string(),
         attempt,
@@ -597,29 +605,11 @@ async fn dispatch(
             serde_json::from_slice::<DispatchAck>(&reply.payload).map_err(|e| e.to_string())
         }
     };
-    let chosen = CandidateView {
-        worker: placed.worker.clone(),
-        engine: engine.into(),
-        threads: d.config.threads,
-        batch: d.config.batch,
-        network_ms: d.network_ms,
-        wait_ms: d.wait_ms,
-        exec_ms: d.exec_ms,
-        slack_ms: d.slack_ms,
-    };
     match ack {
         Ok(a) if a.accepted => {
-            publish_decision(
-                &ctx,
-                &job.meta,
-                policy,
-                Some(chosen),
-                d.considered,
-                None,
-                decide_us,
-                attempt,
-            )
-            .await;
+            event.chosen = Some(chosen);
+            event.considered = d.considered;
+            publish_decision(&ctx, &event).await;
             if let Some(m) = job.msg {
                 let _ = m.ack().await;
             }
@@ -643,7 +633,7 @@ async fn dispatch(
                     &job.meta,
                     ErrorCode::Unavailable,
                     &format!("no worker took the job after {attempt} attempts: {why}"),
-                    policy,
+                    &policy,
                 )
                 .await;
                 if let Some(m) = job.msg {

@@ -580,3 +580,69 @@ async fn the_policy_switches_at_run_time(pool: PgPool) -> anyhow::Result<()> {
     cluster.stop().await;
     Ok(())
 }
+
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn sigterm_drains_a_worker_and_expired_jobs_get_504(pool: PgPool) -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(
+        &database_url(&pool),
+        "synergai",
+        &[WorkerSpec::new(
+            "w1",
+            "local",
+            "cloud",
+            "0-1",
+            &["resnet50"],
+        )],
+    )
+    .await;
+    let mut decisions = cluster
+        .nats
+        .subscribe(cluster.subjects.decision_events())
+        .await?;
+
+    // A target no run can meet: queued behind others, the job's deadline passes before it
+    // starts, and the worker answers 504 without running it.
+    let mut sub = burst(&cluster, "resnet50", 6, 20_000.0).await?;
+    let mut hopeless = request("resnet50", 99, 1.0);
+    hopeless.id = Some("hopeless".into());
+    let inbox = cluster.nats.new_inbox();
+    let mut hopeless_reply = cluster.nats.subscribe(inbox.clone()).await?;
+    cluster
+        .publish("resnet50", &hopeless, true, &inbox, None)
+        .await;
+    let msg = tokio::time::timeout(Duration::from_secs(30), hopeless_reply.next())
+        .await?
+        .expect("reply");
+    let (code, text) = error_of(&msg).unwrap_or_else(|| panic!("expected 504\n{}", cluster.logs()));
+    assert_eq!(code, ErrorCode::DeadlineExceeded, "{text}");
+
+    // The decision events name the choice and what was weighed.
+    let event: synergai_contract::serving::DecisionEvent = serde_json::from_slice(
+        &tokio::time::timeout(Duration::from_secs(10), decisions.next())
+            .await?
+            .expect("event")
+            .payload,
+    )?;
+    assert_eq!(event.chosen.as_ref().map(|c| c.worker.as_str()), Some("w1"));
+    assert!(
+        !event.candidates.is_empty() && event.considered >= 1,
+        "{event:?}"
+    );
+
+    // SIGTERM while jobs are queued: every one is answered, then the worker exits cleanly.
+    let mut more = burst(&cluster, "resnet50", 8, 20_000.0).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.signal("w1", "TERM");
+    let (per_request, codes, _) = collect(&cluster, &mut more, 8, Duration::from_millis(500)).await;
+    assert!(per_request.values().all(|&k| k == 1), "{per_request:?}");
+    assert_eq!(codes.values().sum::<u32>(), 8, "{codes:?}");
+    let exit = cluster
+        .wait_exit("w1", Duration::from_secs(30))
+        .expect("the worker exits after draining");
+    assert!(exit.success(), "{exit:?}\n{}", cluster.log("w1"));
+    let (first, _, _) = collect(&cluster, &mut sub, 6, Duration::from_millis(100)).await;
+    assert_eq!(first.len(), 6);
+    assert!(cluster.log("w1").contains("draining"));
+    cluster.stop().await;
+    Ok(())
+}

@@ -226,3 +226,87 @@ impl JobQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synergai_contract::serving::JobMeta;
+
+    fn job(id: &str, model: &str, priority_us: i64, est_exec_ms: f64) -> Job {
+        Job {
+            meta: DispatchMeta {
+                job: JobMeta {
+                    request_id: id.into(),
+                    model: model.into(),
+                    reply: format!("_INBOX.{id}"),
+                    arrival_us: 0,
+                    deadline_us: priority_us,
+                    slo_ms: 100.0,
+                    samples: 1,
+                    payload_bytes: 0,
+                    ingress_site: "local".into(),
+                },
+                engine: "ort".into(),
+                threads: 1,
+                batch: 1,
+                priority_us,
+                policy: "synergai".into(),
+                est_exec_ms,
+                scheduler: "s".into(),
+                attempt: 1,
+            },
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            binary_output: false,
+            client_id: None,
+            trace: TraceContext::root([1; 24]),
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn most_urgent_first_and_merges_what_the_predicate_accepts() {
+        let q = JobQueue::new(8);
+        for (id, model, p) in [
+            ("late", "a", 300),
+            ("urgent", "a", 100),
+            ("other", "b", 200),
+            ("mid", "a", 250),
+        ] {
+            q.push(job(id, model, p, 5.0)).expect("room");
+        }
+        let group = q
+            .next_group(|head, _, cand| cand.meta.job.model == head.meta.job.model)
+            .expect("work");
+        let ids: Vec<&str> = group.iter().map(Job::id).collect();
+        assert_eq!(
+            ids,
+            ["urgent", "mid", "late"],
+            "head first, then the merged jobs most urgent first"
+        );
+        let view = q.view();
+        assert_eq!((view.queued, view.running), (1, 3));
+        assert!((view.backlog_ms - 20.0).abs() < 1e-9);
+        assert_eq!(view.jobs.len(), 4);
+        q.finished(&["urgent".into(), "mid".into(), "late".into()]);
+        let next = q.next_group(|_, _, _| false).expect("work");
+        assert_eq!(next.iter().map(Job::id).collect::<Vec<_>>(), ["other"]);
+    }
+
+    #[test]
+    fn refuses_when_full_or_draining_and_closes_when_empty() {
+        let q = JobQueue::new(1);
+        q.push(job("a", "m", 1, 1.0)).expect("room");
+        assert_eq!(q.push(job("b", "m", 1, 1.0)), Err(Refusal::Full(1)));
+        q.drain();
+        assert_eq!(q.push(job("c", "m", 1, 1.0)), Err(Refusal::Draining));
+        assert!(q.view().draining);
+        assert_eq!(q.take_queued().len(), 1);
+        assert!(q.idle());
+        q.close();
+        assert!(
+            q.next_group(|_, _, _| false).is_none(),
+            "closed and empty: the executor stops"
+        );
+    }
+}
