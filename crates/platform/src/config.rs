@@ -25,17 +25,34 @@ pub enum ConfigError {
 }
 
 /// Loads `T`: `defaults`, overlaid by `file` (TOML, when given), overlaid by the `SYNERGAI_*`
-/// entries of `env`. Unknown keys are rejected where `T` denies unknown fields.
+/// entries of `env`. Unknown keys are rejected where `T` denies unknown fields, except that an
+/// environment variable whose section `T` does not have is left alone: one shell or compose
+/// file sets variables for several services, each taking its own.
 pub fn load<T: Serialize + DeserializeOwned>(
     defaults: &T,
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
+    let sections: Vec<String> = match serde_json::to_value(defaults) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     let defaults =
         ::config::Config::try_from(defaults).map_err(|e| ConfigError::Defaults(e.to_string()))?;
+    let prefix = format!("{ENV_PREFIX}_");
     let env: ::config::Map<String, String> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != ENV_CONFIG_FILE)
+        .filter(|(k, _)| k != ENV_CONFIG_FILE)
+        .filter(|(k, _)| {
+            k.strip_prefix(&prefix).is_some_and(|rest| {
+                let section = rest
+                    .split("__")
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                sections.contains(&section)
+            })
+        })
         .collect();
     let mut builder = ::config::Config::builder().add_source(defaults);
     if let Some(path) = file {

@@ -56,9 +56,12 @@ fn config_layers_defaults_file_then_environment() -> anyhow::Result<()> {
             ("SYNERGAI_NATS__SUBJECT_PREFIX", "t1"),
             ("OTHER_THREADS", "9"),
             ("SYNERGAI_CONFIG", "/ignored"),
+            ("SYNERGAI_ENGINES__ORT__ALLOW_SPINNING", "false"),
+            ("SYNERGAI_DATABASE__URL", "postgres://elsewhere"),
         ]),
     )?;
     assert_eq!(layered.threads, 4, "environment beats file");
+    // Variables for other services' sections do not break this one.
     assert_eq!(layered.name, "from-file", "file beats defaults");
     assert_eq!(layered.nats.url, "nats://file:4222");
     assert_eq!(layered.nats.subject_prefix, "t1");

@@ -11,13 +11,13 @@ use synergai_platform::telemetry::TelemetryConfig;
 use crate::engine::ort::OrtConfig;
 
 /// The whole worker configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
     /// Who and where this worker is.
     pub worker: Identity,
-    /// Where the catalogue and models are.
-    pub assets: AssetsConfig,
+    /// The model catalogue written by `scripts/setup` (model files are found beside it).
+    pub catalog: PathBuf,
     /// Engine settings.
     pub engines: EnginesConfig,
     /// Offline profiling defaults.
@@ -28,6 +28,20 @@ pub struct WorkerConfig {
     pub nats: NatsConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            worker: Identity::default(),
+            catalog: PathBuf::from("assets/catalog.json"),
+            engines: EnginesConfig::default(),
+            profile: ProfileConfig::default(),
+            serve: ServeConfig::default(),
+            nats: NatsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
 }
 
 /// Identity and placement (`[worker]`).
@@ -54,22 +68,6 @@ impl Default for Identity {
             tier: Tier::Cloud,
             device_class: String::new(),
             cores: String::new(),
-        }
-    }
-}
-
-/// Assets (`[assets]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AssetsConfig {
-    /// The catalogue written by `scripts/setup`.
-    pub catalog: PathBuf,
-}
-
-impl Default for AssetsConfig {
-    fn default() -> Self {
-        AssetsConfig {
-            catalog: PathBuf::from("assets/catalog.json"),
         }
     }
 }

@@ -60,7 +60,7 @@ impl Worker {
     /// Loads the catalogue and starts the enabled engines. Pinning (if configured) must already
     /// have happened: the core set reported is the one in force.
     pub fn build(cfg: &WorkerConfig) -> Result<Self, StartError> {
-        let models = Models::load(&cfg.assets.catalog)?;
+        let models = Models::load(&cfg.catalog)?;
         let arch = std::env::consts::ARCH;
         let library: PathBuf = match &cfg.engines.ort.library_path {
             Some(p) => p.clone(),

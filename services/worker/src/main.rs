@@ -392,7 +392,7 @@ fn info_cmd(worker: &Worker, cfg: &WorkerConfig) -> anyhow::Result<()> {
         "cpu_model": worker.facts.cpu_model,
         "core_set": worker.facts.core_set,
         "engines": engines,
-        "catalog": cfg.assets.catalog,
+        "catalog": cfg.catalog,
         "models": worker.models.catalog().models.len(),
     });
     println!("{}", serde_json::to_string_pretty(&info)?);

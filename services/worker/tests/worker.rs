@@ -35,7 +35,7 @@ fn root() -> PathBuf {
 
 fn config() -> WorkerConfig {
     let mut cfg = WorkerConfig::default();
-    cfg.assets.catalog = root().join("assets/catalog.json");
+    cfg.catalog = root().join("assets/catalog.json");
     cfg
 }
 
@@ -561,7 +561,7 @@ fn cli_bad_setup_gives_clear_errors_not_panics() {
             "ONNX Runtime library not found at /nonexistent/lib.so",
         ),
         (
-            "SYNERGAI_ASSETS__CATALOG",
+            "SYNERGAI_CATALOG",
             "/nonexistent/catalog.json".into(),
             "cannot read model catalog /nonexistent/catalog.json",
         ),

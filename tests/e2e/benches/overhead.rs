@@ -1,6 +1,6 @@
-//! Serving overhead on loopback at light load: squeezenet requests one at a time through
-//! intake → JetStream → scheduler → worker → reply, in the binary form over NATS and as JSON
-//! over HTTP. Reports `total_ms − exec_ms` (what SynergAI adds to the inference: admission,
+//! Serving overhead on loopback at light load: requests one at a time through
+//! intake → JetStream → scheduler → worker → reply: squeezenet (a 602 KB input) in the binary
+//! form over NATS and as JSON over HTTP, and silero_vad (3 KB) as JSON over NATS. Reports `total_ms − exec_ms` (what SynergAI adds to the inference: admission,
 //! queueing through the work queue, placement, dispatch, reply claim and send) p50 and p99, and
 //! the client-side round trip beside it.
 //!
@@ -52,22 +52,26 @@ async fn main() -> anyhow::Result<()> {
         "local",
         "cloud",
         &format!("0-{}", cores - 1),
-        &["squeezenet"],
+        &["squeezenet", "silero_vad"],
     );
     let cluster = Cluster::start(&format!("{server}/{db}"), "synergai", &[worker]).await;
 
-    let req = InferenceRequest::new(inputs("squeezenet", 1, 1), Some(1_000.0));
     let mut report = Vec::new();
-    for (label, http) in [("NATS, binary form", false), ("HTTP, JSON", true)] {
+    for (label, model, http) in [
+        ("squeezenet, NATS binary", "squeezenet", false),
+        ("squeezenet, HTTP JSON", "squeezenet", true),
+        ("silero_vad, NATS JSON", "silero_vad", false),
+    ] {
+        let req = InferenceRequest::new(inputs(model, 1, 1), Some(1_000.0));
         let mut overhead = Vec::with_capacity(n);
         let mut client = Vec::with_capacity(n);
         let mut exec = Vec::with_capacity(n);
         for i in 0..n + 20 {
             let t = Instant::now();
             let resp = if http {
-                cluster.infer_http("squeezenet", &req, false).await
+                cluster.infer_http(model, &req, false).await
             } else {
-                cluster.infer("squeezenet", &req, true).await
+                cluster.infer(model, &req, model == "squeezenet").await
             }
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let rtt = t.elapsed().as_secs_f64() * 1000.0;
@@ -87,16 +91,24 @@ async fn main() -> anyhow::Result<()> {
             percentiles(exec),
         ));
     }
-    println!("serving overhead, squeezenet, one request at a time ({n} each):");
     println!(
-        "{:<20} {:>22} {:>26} {:>16}",
+        "serving overhead, one request at a time ({n} each; squeezenet input 602 KB, silero_vad 3 KB):"
+    );
+    println!(
+        "{:<26} {:>22} {:>26} {:>16}",
         "", "total - exec p50/p99", "client rtt - exec p50/p99", "exec p50/p99"
     );
     for (label, o, c, e) in report {
         println!(
-            "{label:<20} {:>10.3} / {:>7.3} ms {:>12.3} / {:>8.3} ms {:>7.3} / {:>6.3} ms",
+            "{label:<26} {:>10.3} / {:>7.3} ms {:>12.3} / {:>8.3} ms {:>7.3} / {:>6.3} ms",
             o.0, o.1, c.0, c.1, e.0, e.1
         );
+    }
+    if let Ok(dir) = std::env::var("SYNERGAI_BENCH_LOGS") {
+        std::fs::create_dir_all(&dir)?;
+        for name in ["intake", "scheduler", "w1"] {
+            std::fs::write(format!("{dir}/{name}.log"), cluster.log(name))?;
+        }
     }
     cluster.stop().await;
     admin

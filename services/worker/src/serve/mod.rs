@@ -325,7 +325,8 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
     }
     .and_then(|req| {
         let entry = worker.models.catalog().model(&meta.job.model)?;
-        let (inputs, _) = entry.check_inputs(req.inputs.clone())?;
+        let mut req = req;
+        let (inputs, _) = entry.check_inputs(std::mem::take(&mut req.inputs))?;
         Ok((req, inputs))
     });
     let (req, inputs) = match decoded {
