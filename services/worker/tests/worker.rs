@@ -34,9 +34,10 @@ fn root() -> PathBuf {
 }
 
 fn config() -> WorkerConfig {
-    let mut cfg = WorkerConfig::default();
-    cfg.catalog = root().join("assets/catalog.json");
-    cfg
+    WorkerConfig {
+        catalog: root().join("assets/catalog.json"),
+        ..WorkerConfig::default()
+    }
 }
 
 /// One worker per test binary: ONNX Runtime allows one environment per process.
