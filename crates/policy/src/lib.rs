@@ -503,24 +503,13 @@ impl Policy {
             .map(|w| {
                 let c = if configuration_aware {
                     let state = &snap.workers[w];
-                    let (option, exec_ms) = snap.profiles.fastest(
+                    let fastest = snap.profiles.fastest(
                         state.class,
                         req.model,
                         req.samples,
                         state.max_threads,
                     );
-                    let network_ms =
-                        snap.network
-                            .cost_ms(req.ingress, state.site, req.payload_bytes);
-                    let wait_ms = state.backlog_ms.max(0.0);
-                    Candidate {
-                        worker: w,
-                        option,
-                        exec_ms,
-                        network_ms,
-                        wait_ms,
-                        completion_ms: now_ms + network_ms + wait_ms + exec_ms,
-                    }
+                    candidate(now_ms, req, snap, &[], w, fastest)
                 } else {
                     fixed_candidate(now_ms, req, snap, &[], w)
                 };
@@ -563,7 +552,7 @@ impl Policy {
             if fastest.len() <= class {
                 fastest.resize(class + 1, None);
             }
-            let (option, exec_ms) = match fastest[class] {
+            let option = match fastest[class] {
                 Some(f) => f,
                 None => {
                     let f = snap.profiles.fastest(
@@ -577,18 +566,7 @@ impl Policy {
                 }
             };
             considered += 1;
-            let network_ms = snap
-                .network
-                .cost_ms(req.ingress, state.site, req.payload_bytes);
-            let wait_ms = state.backlog_ms.max(0.0) + extra.get(w).copied().unwrap_or(0.0);
-            let c = Candidate {
-                worker: w,
-                option,
-                exec_ms,
-                network_ms,
-                wait_ms,
-                completion_ms: now_ms + network_ms + wait_ms + exec_ms,
-            };
+            let c = candidate(now_ms, req, snap, extra, w, option);
             let meets = c.completion_ms <= req.deadline_ms;
             let better = match &best {
                 None => true,
@@ -626,18 +604,17 @@ fn unreachable_window() -> Result<Decision, Rejection> {
     Err(Rejection::NoWorker)
 }
 
-/// The baselines' fixed configuration on worker `w`.
-fn fixed_candidate(
+/// The candidate of running `req` on worker `w` with `option`, taking `exec_ms`, behind the
+/// worker's backlog and `extra` (what earlier requests of the same call added).
+fn candidate(
     now_ms: f64,
     req: &Request,
     snap: &Snapshot<'_>,
     extra: &[f64],
     w: usize,
+    (option, exec_ms): (ConfigOption, f64),
 ) -> Candidate {
     let state = &snap.workers[w];
-    let (option, exec_ms) =
-        snap.profiles
-            .fixed(state.class, req.model, req.samples, state.max_threads);
     let network_ms = snap
         .network
         .cost_ms(req.ingress, state.site, req.payload_bytes);
@@ -650,6 +627,21 @@ fn fixed_candidate(
         wait_ms,
         completion_ms: now_ms + network_ms + wait_ms + exec_ms,
     }
+}
+
+/// The baselines' fixed configuration on worker `w`.
+fn fixed_candidate(
+    now_ms: f64,
+    req: &Request,
+    snap: &Snapshot<'_>,
+    extra: &[f64],
+    w: usize,
+) -> Candidate {
+    let state = &snap.workers[w];
+    let fixed = snap
+        .profiles
+        .fixed(state.class, req.model, req.samples, state.max_threads);
+    candidate(now_ms, req, snap, extra, w, fixed)
 }
 
 /// The eligible worker minimising `key` under the fixed configuration.
