@@ -383,7 +383,8 @@ fn assemble(json: Vec<u8>, tail: Vec<u8>) -> Encoded {
         };
     }
     let header_len = Some(json.len());
-    let mut body = json;
+    let mut body = Vec::with_capacity(json.len() + tail.len());
+    body.extend_from_slice(&json);
     body.extend_from_slice(&tail);
     Encoded { header_len, body }
 }

@@ -60,6 +60,11 @@ pub struct DispatchMeta {
     pub scheduler: String,
     /// 1 for the first dispatch, more when re-dispatched after a worker was lost.
     pub attempt: u32,
+    /// Sequence of the request in the work queue stream. When set, the dispatch carries no
+    /// body: the worker reads it from the stream (a direct get), so the scheduler never moves
+    /// request bodies. Absent: the body is the dispatch's payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_seq: Option<u64>,
 }
 
 /// A worker's answer to a dispatch.

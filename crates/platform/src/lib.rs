@@ -13,3 +13,10 @@ pub mod nats;
 pub mod ops;
 pub mod shutdown;
 pub mod telemetry;
+
+/// The services' global allocator (`#[global_allocator] static A: Allocator = Allocator {};`):
+/// mimalloc. Request bodies of hundreds of KB are allocated and freed on every request, and the
+/// system allocator hands blocks that size back to the OS each time, so every request paid for
+/// page faults on fresh memory: admitting a 602 KB request took 0.66 ms with it and 0.05 ms
+/// with mimalloc.
+pub type Allocator = mimalloc::MiMalloc;

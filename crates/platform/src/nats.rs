@@ -210,4 +210,24 @@ impl ReplyClaims {
             Err(e) => Err(ClaimError(e.to_string())),
         }
     }
+
+    /// Whether the reply to `request_id` has been claimed (it is answered, or being answered).
+    pub async fn claimed(&self, request_id: &str) -> Result<bool, ClaimError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = self.subjects.claim(request_id).ok_or_else(|| {
+            ClaimError(format!(
+                "request id {request_id:?} cannot be a claim subject"
+            ))
+        })?;
+        let stream = self
+            .js
+            .get_stream_no_info(self.subjects.reply_bucket())
+            .await
+            .map_err(|e| ClaimError(e.to_string()))?;
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(ClaimError(e.to_string())),
+        }
+    }
 }

@@ -172,3 +172,25 @@ fn telemetry_starts_once_and_names_bad_filters() {
     assert!(matches!(err, TelemetryError::AlreadyInit(_)), "{err}");
     drop(guard);
 }
+
+#[tokio::test]
+async fn a_reply_is_claimed_once_and_the_claim_is_visible() -> anyhow::Result<()> {
+    let cfg = test_nats();
+    let client = nats::connect(&cfg, "platform-test").await?;
+    let subjects = cfg.subjects();
+    let claims = nats::ReplyClaims::open(&client, &subjects, Duration::from_secs(60)).await?;
+    let id = "0195f2a4-7b1c-7d3e-9a4b-1c2d3e4f5a6b";
+    assert!(!claims.claimed(id).await?, "nothing claimed yet");
+    assert!(claims.claim(id, "worker-a").await?, "the first claim wins");
+    assert!(!claims.claim(id, "worker-b").await?, "a second claim loses");
+    assert!(claims.claimed(id).await?);
+    assert!(
+        !claims
+            .claimed("0195f2a4-0000-7000-8000-000000000000")
+            .await?
+    );
+    async_nats::jetstream::new(client)
+        .delete_stream(subjects.reply_bucket())
+        .await?;
+    Ok(())
+}

@@ -64,7 +64,8 @@ impl From<ContractError> for Refused {
 }
 
 /// An admitted request: its metadata and its normalised body (binary form, inputs in graph
-/// order, requested outputs and output form kept).
+/// order, requested outputs and output form kept; a body whose inputs all came in the binary
+/// form is forwarded as it came).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted {
     /// Metadata.
@@ -148,16 +149,27 @@ pub fn admit(
             ));
         }
     }
+    // Every input's data already in the binary tail (the usual form for large tensors): the
+    // body is forwarded as it came, which saves re-encoding it.
+    let binary_bytes: usize = req.inputs.iter().map(|t| t.data.byte_len()).sum();
+    let forward_as_is = header_len.is_some_and(|n| body.len().checked_sub(n) == Some(binary_bytes));
     let (inputs, samples) = entry.check_inputs(req.inputs)?;
-    let normalised = InferenceRequest {
-        id: req.id,
-        parameters: req.parameters,
-        slo_ms: Some(slo_ms),
-        inputs,
-        outputs: req.outputs,
-        binary_output: req.binary_output,
-    }
-    .encode(true)?;
+    let normalised = if forward_as_is {
+        synergai_contract::oip::Encoded {
+            header_len,
+            body: body.to_vec(),
+        }
+    } else {
+        InferenceRequest {
+            id: req.id,
+            parameters: req.parameters,
+            slo_ms: Some(slo_ms),
+            inputs,
+            outputs: req.outputs,
+            binary_output: req.binary_output,
+        }
+        .encode(true)?
+    };
     let meta = JobMeta {
         request_id,
         model: name.to_string(),

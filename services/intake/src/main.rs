@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use synergai_intake::{Intake, IntakeConfig};
 use synergai_platform::{config, ops, shutdown, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: synergai_platform::Allocator = synergai_platform::Allocator {};
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {

@@ -68,6 +68,10 @@ pub struct Settings {
     /// Accepted requests kept in the JetStream work queue while no scheduler has taken them:
     /// `memory` (fast; survives scheduler restarts, not a NATS server restart) or `file`.
     pub request_storage: String,
+    /// An accepted request not acknowledged within this long (its job has not ended, or the
+    /// scheduler that took it died) is delivered again: to this scheduler, which keeps serving
+    /// it, or to the next one, which adopts it from the worker holding it or places it. ms.
+    pub redeliver_after_ms: u64,
 }
 
 impl Default for Settings {
@@ -85,6 +89,7 @@ impl Default for Settings {
             lost_after_heartbeats: 4,
             decision_candidates: 4,
             request_storage: "memory".into(),
+            redeliver_after_ms: 30_000,
         }
     }
 }

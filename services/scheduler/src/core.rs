@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use synergai_contract::Token;
 use synergai_contract::serving::{CandidateView, HeldJob, JobMeta, WorkerHeartbeat};
 use synergai_contract::store::ProfileKey;
@@ -45,8 +44,11 @@ pub struct Entry {
 pub struct InFlight {
     /// The request.
     pub meta: JobMeta,
-    /// Its body (binary form), kept to re-dispatch if the worker is lost.
-    pub body: Bytes,
+    /// Sequence of its body in the work queue stream (workers read it from there; it stays
+    /// until the job ends, so a lost worker's job can be dispatched again).
+    pub seq: u64,
+    /// Acknowledgement subject of its work-queue message: acknowledged when the job ends.
+    pub ack: Option<String>,
     /// Length of the body's JSON header.
     pub header_len: Option<String>,
     /// The trace to continue.
@@ -104,6 +106,8 @@ pub struct Core {
     network: Network,
     /// Jobs in flight, by request id.
     pub in_flight: HashMap<String, InFlight>,
+    /// Requests taken and not yet dispatched (being placed, waiting for a worker).
+    pub pending: HashSet<String>,
 }
 
 fn ms_since(t: Instant, now: Instant) -> f64 {
@@ -141,6 +145,7 @@ impl Core {
             index_dirty: true,
             network: Network::uniform(1, 0.0, 0.0),
             in_flight: HashMap::new(),
+            pending: HashSet::new(),
         }
     }
 
@@ -238,7 +243,7 @@ impl Core {
 
     /// Takes a heartbeat: registers a new worker, refreshes a known one, and releases
     /// reservations of jobs it no longer holds (a completion event may have been lost).
-    pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now: Instant) {
+    pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now: Instant) -> Vec<InFlight> {
         self.site_id(&hb.status.site.clone());
         self.class_id(&hb.status.device_class.clone());
         let held: HashSet<&str> = hb.jobs.iter().map(|j| j.request_id.as_str()).collect();
@@ -254,7 +259,7 @@ impl Core {
             .map(|(id, _)| id.clone())
             .collect();
         let Ok(token) = Token::parse(hb.status.id.as_str()) else {
-            return;
+            return Vec::new();
         };
         match self.workers.iter().position(|w| w.id == hb.status.id) {
             Some(i) => {
@@ -284,18 +289,30 @@ impl Core {
                 self.index_dirty = true;
             }
         }
-        self.completed(&gone);
+        self.completed(&gone)
     }
 
-    /// Jobs finished (from completion events): releases what was reserved for them.
-    pub fn completed(&mut self, ids: &[String]) {
+    /// Jobs finished (from completion events): releases what was reserved for them and
+    /// returns them (their work-queue messages are to be acknowledged).
+    pub fn completed(&mut self, ids: &[String]) -> Vec<InFlight> {
+        let mut ended = Vec::new();
         for id in ids {
-            if let Some(f) = self.in_flight.remove(id)
-                && let Some(w) = self.workers.iter_mut().find(|w| w.id == f.worker)
-            {
-                w.reserved_ms = (w.reserved_ms - f.est_exec_ms).max(0.0);
+            if let Some(f) = self.in_flight.remove(id) {
+                if let Some(w) = self.workers.iter_mut().find(|w| w.id == f.worker) {
+                    w.reserved_ms = (w.reserved_ms - f.est_exec_ms).max(0.0);
+                }
+                ended.push(f);
             }
         }
+        ended
+    }
+
+    /// The live worker whose last heartbeat lists `request_id` among its jobs.
+    pub fn holder_of(&self, request_id: &str) -> Option<&str> {
+        self.workers
+            .iter()
+            .find(|w| w.hb.jobs.iter().any(|j| j.request_id == request_id))
+            .map(|w| w.id.as_str())
     }
 
     /// Records a measured round trip to a worker.

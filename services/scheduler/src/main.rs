@@ -7,6 +7,9 @@ use synergai_platform::{config, ops, shutdown, telemetry};
 use synergai_scheduler::Scheduler;
 use synergai_scheduler::config::SchedulerConfig;
 
+#[global_allocator]
+static ALLOCATOR: synergai_platform::Allocator = synergai_platform::Allocator {};
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {

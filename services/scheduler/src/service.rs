@@ -118,32 +118,10 @@ impl Scheduler {
             .await
             .map_err(|e| setup(e.to_string()))?;
         let js = jetstream::new(nats.clone());
-        let requests = js
-            .get_or_create_stream(stream::Config {
-                name: subjects.request_stream(),
-                subjects: vec![subjects.sched_requests()],
-                retention: stream::RetentionPolicy::WorkQueue,
-                discard: stream::DiscardPolicy::New,
-                storage,
-                max_bytes: 2 << 30,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
+        let redeliver_after = Duration::from_millis(config.scheduler.redeliver_after_ms.max(100));
+        let consumer = open_work_queue(&js, &subjects, storage, redeliver_after)
             .await
-            .map_err(|e| setup(e.to_string()))?;
-        let consumer: consumer::PullConsumer = requests
-            .get_or_create_consumer(
-                "synergai-scheduler",
-                consumer::pull::Config {
-                    durable_name: Some("synergai-scheduler".into()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(setup)?;
         let profiles = ProfileCache::new(nats.clone(), subjects.clone(), ColdStart::default());
         let tasks = TaskTracker::new();
         tasks.spawn({
@@ -234,6 +212,88 @@ impl Scheduler {
     }
 }
 
+/// The consumer's settings: headers only (the scheduler never moves request bodies; workers
+/// read them from the stream), acknowledged when the job ends.
+fn consumer_config(redeliver_after: Duration) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some("synergai-scheduler".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: redeliver_after,
+        max_ack_pending: 50_000,
+        headers_only: true,
+        ..Default::default()
+    }
+}
+
+/// Opens (creating or bringing up to date) the work queue of accepted requests and the
+/// scheduler's consumer of it.
+async fn open_work_queue(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    storage: stream::StorageType,
+    redeliver_after: Duration,
+) -> Result<consumer::PullConsumer, String> {
+    let config = stream::Config {
+        name: subjects.request_stream(),
+        subjects: vec![subjects.sched_requests()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        storage,
+        max_bytes: 2 << 30,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        ..Default::default()
+    };
+    let mut requests = js
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let info = requests.info().await.map_err(|e| e.to_string())?;
+    if !info.config.allow_direct {
+        // A stream made by an older version: workers read bodies with direct gets.
+        let mut updated = info.config.clone();
+        updated.allow_direct = true;
+        js.update_stream(updated).await.map_err(|e| e.to_string())?;
+    }
+    let wanted = consumer_config(redeliver_after);
+    if let Ok(existing) = requests
+        .get_consumer::<consumer::pull::Config>("synergai-scheduler")
+        .await
+    {
+        let have = &existing.cached_info().config;
+        if !have.headers_only
+            || have.max_ack_pending != wanted.max_ack_pending
+            || have.ack_wait != wanted.ack_wait
+        {
+            // Unacknowledged messages stay in a work queue stream; the new consumer gets them.
+            requests
+                .delete_consumer("synergai-scheduler")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    requests
+        .get_or_create_consumer("synergai-scheduler", wanted)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Acknowledges a work-queue message: the request is finished with and leaves the stream.
+async fn ack_message(ctx: &Ctx, subject: Option<&str>) {
+    if let Some(s) = subject {
+        let _ = ctx
+            .nats
+            .publish(s.to_owned(), Bytes::from_static(b"+ACK"))
+            .await;
+    }
+}
+
+async fn ack_ended(ctx: &Ctx, ended: Vec<InFlight>) {
+    for f in ended {
+        ack_message(ctx, f.ack.as_deref()).await;
+    }
+}
+
 async fn take_heartbeats(
     ctx: Arc<Ctx>,
     mut sub: async_nats::Subscriber,
@@ -245,7 +305,10 @@ async fn take_heartbeats(
             m = sub.next() => match m { Some(m) => m, None => return },
         };
         match serde_json::from_slice::<WorkerHeartbeat>(&msg.payload) {
-            Ok(hb) => lock(&ctx).heartbeat(hb, Instant::now()),
+            Ok(hb) => {
+                let ended = lock(&ctx).heartbeat(hb, Instant::now());
+                ack_ended(&ctx, ended).await;
+            }
             Err(e) => tracing::debug!(error = %e, "malformed heartbeat ignored"),
         }
     }
@@ -262,7 +325,8 @@ async fn take_completions(
             m = sub.next() => match m { Some(m) => m, None => return },
         };
         if let Ok(o) = serde_json::from_slice::<JobObservation>(&msg.payload) {
-            lock(&ctx).completed(&o.request_ids);
+            let ended = lock(&ctx).completed(&o.request_ids);
+            ack_ended(&ctx, ended).await;
         }
     }
 }
@@ -369,11 +433,13 @@ async fn ping(ctx: Arc<Ctx>, cancel: CancellationToken) {
     }
 }
 
-/// A request taken from the work queue.
+/// A request taken from the work queue (its headers: the body stays in the stream).
 struct Taken {
-    msg: Option<jetstream::Message>,
+    /// Acknowledgement subject of its work-queue message.
+    ack: Option<String>,
     meta: JobMeta,
-    body: Bytes,
+    /// Sequence of its body in the stream.
+    seq: u64,
     header_len: Option<String>,
     trace: Option<TraceContext>,
 }
@@ -418,24 +484,69 @@ async fn take_requests(
                 .as_ref()
                 .and_then(|h| h.get(JOB_HEADER))
                 .and_then(|v| serde_json::from_str::<JobMeta>(v.as_str()).ok());
-            let Some(meta) = meta else {
+            let (Some(meta), Ok(info)) = (meta, msg.info()) else {
                 tracing::warn!("accepted request without a job header dropped");
                 let _ = msg.ack_with(jetstream::AckKind::Term).await;
                 continue;
             };
+            let (seq, delivered) = (info.stream_sequence, info.delivered);
+            let ack_subject = msg.reply.as_ref().map(|r| r.to_string());
+            if delivered > 1 {
+                if !adopt(&ctx, &meta, seq, ack_subject.as_deref()) {
+                    continue;
+                }
+                // Held nowhere: answered while no scheduler was there to acknowledge it?
+                if ctx.claims.claimed(&meta.request_id).await.unwrap_or(false) {
+                    let _ = msg.ack().await;
+                    continue;
+                }
+            }
             taken.push(Taken {
-                body: msg.payload.clone(),
+                seq,
                 header_len: headers
                     .as_ref()
                     .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
                     .map(|v| v.as_str().to_owned()),
                 trace: pnats::trace_of(headers.as_ref()),
                 meta,
-                msg: Some(msg),
+                ack: ack_subject,
             });
         }
         place_and_dispatch(&ctx, &tasks, taken, 1, Vec::new());
     }
+}
+
+/// A request delivered again (its acknowledgement is due when its job ends): false when it is
+/// already being served — being placed or dispatched by this scheduler, or held by a live
+/// worker (dispatched by a scheduler that has since restarted, now adopted) — true when it
+/// must be placed.
+fn adopt(ctx: &Ctx, meta: &JobMeta, seq: u64, ack_subject: Option<&str>) -> bool {
+    let mut core = lock(ctx);
+    if core.pending.contains(&meta.request_id) {
+        return false;
+    }
+    if let Some(f) = core.in_flight.get_mut(&meta.request_id) {
+        f.ack = ack_subject.map(str::to_owned);
+        return false;
+    }
+    let Some(worker) = core.holder_of(&meta.request_id).map(str::to_owned) else {
+        return true;
+    };
+    core.in_flight.insert(
+        meta.request_id.clone(),
+        InFlight {
+            meta: meta.clone(),
+            seq,
+            ack: ack_subject.map(str::to_owned),
+            header_len: None,
+            trace: None,
+            worker,
+            est_exec_ms: 0.0,
+            attempt: 1,
+            dispatched: Instant::now(),
+        },
+    );
+    false
 }
 
 /// Places requests and spawns their dispatches.
@@ -453,6 +564,9 @@ fn place_and_dispatch(
     let metas: Vec<JobMeta> = taken.iter().map(|t| t.meta.clone()).collect();
     let (placed, policy) = {
         let mut core = lock(ctx);
+        for t in &taken {
+            core.pending.insert(t.meta.request_id.clone());
+        }
         let placed = core.place(
             unix_us() as f64 / 1000.0,
             Instant::now(),
@@ -488,6 +602,7 @@ fn place_and_dispatch(
                         Rejection::Hopeless { .. } => ErrorCode::DeadlineExceeded,
                         Rejection::NoWorker => ErrorCode::Unavailable,
                     };
+                    lock(&ctx).pending.remove(&job.meta.request_id);
                     let mut event =
                         decision_event(&ctx, &job.meta, policy, decide_us, attempt, weighed);
                     event.rejected = Some(r.to_string());
@@ -500,9 +615,7 @@ fn place_and_dispatch(
                         policy,
                     )
                     .await;
-                    if let Some(m) = job.msg {
-                        let _ = m.ack().await;
-                    }
+                    ack_message(&ctx, job.ack.as_deref()).await;
                 }
             }
         });
@@ -565,6 +678,7 @@ async fn dispatch(
         est_exec_ms: d.exec_ms,
         scheduler: ctx.id.to_string(),
         attempt,
+        body_seq: Some(job.seq),
     };
     let span = pnats::next_span(job.trace.as_ref());
     let mut headers = HeaderMap::new();
@@ -577,25 +691,30 @@ async fn dispatch(
         headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.as_str());
     }
     pnats::set_trace(&mut headers, &span);
-    lock(&ctx).in_flight.insert(
-        job.meta.request_id.clone(),
-        InFlight {
-            meta: job.meta.clone(),
-            body: job.body.clone(),
-            header_len: job.header_len.clone(),
-            trace: job.trace,
-            worker: placed.worker.clone(),
-            est_exec_ms: d.exec_ms,
-            attempt,
-            dispatched: Instant::now(),
-        },
-    );
+    {
+        let mut core = lock(&ctx);
+        core.pending.remove(&job.meta.request_id);
+        core.in_flight.insert(
+            job.meta.request_id.clone(),
+            InFlight {
+                meta: job.meta.clone(),
+                seq: job.seq,
+                ack: job.ack.clone(),
+                header_len: job.header_len.clone(),
+                trace: job.trace,
+                worker: placed.worker.clone(),
+                est_exec_ms: d.exec_ms,
+                attempt,
+                dispatched: Instant::now(),
+            },
+        );
+    }
     let subject = ctx.subjects.worker_jobs(&placed.token);
     let timeout = Duration::from_millis(ctx.config.scheduler.dispatch_timeout_ms);
     let sent = tokio::time::timeout(
         timeout,
         ctx.nats
-            .request_with_headers(subject, headers, job.body.clone()),
+            .request_with_headers(subject, headers, Bytes::new()),
     )
     .await;
     let ack: Result<DispatchAck, String> = match sent {
@@ -610,9 +729,6 @@ async fn dispatch(
             event.chosen = Some(chosen);
             event.considered = d.considered;
             publish_decision(&ctx, &event).await;
-            if let Some(m) = job.msg {
-                let _ = m.ack().await;
-            }
         }
         refused => {
             let why = match refused {
@@ -636,9 +752,7 @@ async fn dispatch(
                     &policy,
                 )
                 .await;
-                if let Some(m) = job.msg {
-                    let _ = m.ack().await;
-                }
+                ack_message(&ctx, job.ack.as_deref()).await;
             } else {
                 let tasks = TaskTracker::new();
                 place_and_dispatch(&ctx, &tasks, vec![job], attempt + 1, exclude);
@@ -662,12 +776,13 @@ async fn redispatch(ctx: Arc<Ctx>, job: InFlight, lost: String) {
             policy,
         )
         .await;
+        ack_message(&ctx, job.ack.as_deref()).await;
         return;
     }
     let taken = Taken {
-        msg: None,
+        ack: job.ack,
         meta: job.meta,
-        body: job.body,
+        seq: job.seq,
         header_len: job.header_len,
         trace: job.trace,
     };

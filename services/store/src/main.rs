@@ -12,6 +12,9 @@ use synergai_platform::{config, ops, shutdown, telemetry};
 use synergai_store::config::StoreConfig;
 use synergai_store::{Application, app};
 
+#[global_allocator]
+static ALLOCATOR: synergai_platform::Allocator = synergai_platform::Allocator {};
+
 #[derive(Parser)]
 #[command(name = "synergai-store", version, about = "SynergAI profiling store")]
 struct Cli {

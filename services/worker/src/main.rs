@@ -27,6 +27,9 @@ use synergai_worker::inputs::random_inputs;
 use synergai_worker::profile::{self, Plan};
 use synergai_worker::serve;
 
+#[global_allocator]
+static ALLOCATOR: synergai_platform::Allocator = synergai_platform::Allocator {};
+
 #[derive(Parser)]
 #[command(
     name = "synergai-worker",

@@ -4,6 +4,11 @@
 //! queueing through the work queue, placement, dispatch, reply claim and send) p50 and p99, and
 //! the client-side round trip beside it.
 //!
+//! Beside it, the bus's own cost for the same 602 KB body in the same run: one core NATS
+//! request carrying it to an idle responder in this process, one JetStream publish of it into a
+//! memory stream (acknowledged), and one direct get of it back: the broker crossings a request
+//! makes before its inference (into the work queue, out to the worker).
+//!
 //! Needs release binaries: `scripts/bench-serving` builds them and runs this.
 
 use std::time::{Duration, Instant};
@@ -104,6 +109,11 @@ async fn main() -> anyhow::Result<()> {
             o.0, o.1, c.0, c.1, e.0, e.1
         );
     }
+    let floor = bus_floor(&cluster.nats, n).await?;
+    println!("the bus alone, same squeezenet body (602 KB), same run:");
+    for (label, (p50, p99)) in floor {
+        println!("{label:<53} {p50:>7.3} / {p99:>7.3} ms");
+    }
     if let Ok(dir) = std::env::var("SYNERGAI_BENCH_LOGS") {
         std::fs::create_dir_all(&dir)?;
         for name in ["intake", "scheduler", "w1"] {
@@ -117,4 +127,86 @@ async fn main() -> anyhow::Result<()> {
         )))
         .await?;
     Ok(())
+}
+
+/// Broker crossings of the squeezenet body with nothing else around them: p50/p99 of a core
+/// request to an idle responder, a JetStream publish into a memory stream, and a direct get.
+async fn bus_floor(
+    nats: &async_nats::Client,
+    n: usize,
+) -> anyhow::Result<Vec<(&'static str, (f64, f64))>> {
+    use async_nats::jetstream::{self, stream};
+    use futures_util::StreamExt;
+    let body = bytes::Bytes::from(
+        InferenceRequest::new(inputs("squeezenet", 1, 1), Some(1_000.0))
+            .encode(true)?
+            .body,
+    );
+    let subject = format!("synergai.bench.floor.{}", std::process::id());
+    let mut echo = nats.subscribe(subject.clone()).await?;
+    let responder = nats.clone();
+    let answering = tokio::spawn(async move {
+        while let Some(m) = echo.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder
+                    .publish(reply, bytes::Bytes::from_static(b"ok"))
+                    .await;
+            }
+        }
+    });
+    nats.flush().await?;
+    let mut request = Vec::with_capacity(n);
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        nats.request(subject.clone(), body.clone()).await?;
+        if i >= 20 {
+            request.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    answering.abort();
+    let js = jetstream::new(nats.clone());
+    let name = format!("SYNERGAI_BENCH_FLOOR_{}", std::process::id());
+    let s = js
+        .create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{subject}.js")],
+            storage: stream::StorageType::Memory,
+            allow_direct: true,
+            max_bytes: 1 << 30,
+            ..Default::default()
+        })
+        .await?;
+    let (mut publish, mut get) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        let ack = js
+            .publish(format!("{subject}.js"), body.clone())
+            .await?
+            .await?;
+        let stored = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        let m = s.direct_get(ack.sequence).await?;
+        anyhow::ensure!(
+            m.payload.len() == body.len(),
+            "direct get returned another body"
+        );
+        if i >= 20 {
+            publish.push(stored);
+            get.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    js.delete_stream(&name).await?;
+    Ok(vec![
+        (
+            "core NATS request to an idle responder p50/p99",
+            percentiles(request),
+        ),
+        (
+            "JetStream publish, memory stream, acknowledged p50/p99",
+            percentiles(publish),
+        ),
+        ("JetStream direct get p50/p99", percentiles(get)),
+    ])
 }

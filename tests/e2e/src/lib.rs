@@ -187,6 +187,7 @@ impl Cluster {
             ("SYNERGAI_HTTP__LISTEN", "127.0.0.1:0".into()),
             ("SYNERGAI_SCHEDULER__POLICY", self.policy.clone()),
             ("SYNERGAI_SCHEDULER__LOST_AFTER_HEARTBEATS", "4".into()),
+            ("SYNERGAI_SCHEDULER__REDELIVER_AFTER_MS", "2000".into()),
             ("SYNERGAI_CATALOG", "assets/catalog.json".into()),
         ];
         self.spawn("scheduler", "synergai-scheduler", &[], &env);

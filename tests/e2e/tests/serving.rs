@@ -462,6 +462,56 @@ async fn accepted_requests_survive_a_scheduler_restart(pool: PgPool) -> anyhow::
     Ok(())
 }
 
+/// The scheduler is killed once it has dispatched: the worker answers what it holds; the
+/// restarted scheduler gets every request that was never acknowledged again, and answers,
+/// adopts or places each so that every request is answered once and run once.
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn a_restarted_scheduler_neither_loses_nor_reruns_what_was_dispatched(
+    pool: PgPool,
+) -> anyhow::Result<()> {
+    use std::collections::HashSet;
+    let mut cluster = Cluster::start(&database_url(&pool), "synergai", &two_workers()[..1]).await;
+    let mut runs = cluster
+        .nats
+        .subscribe(cluster.subjects.job_events())
+        .await?;
+    let mut dispatches = cluster
+        .nats
+        .subscribe(format!("{}.workers.jobs.*", cluster.subjects.root()))
+        .await?;
+    let n = 12;
+    let mut sub = burst(&cluster, "squeezenet", n, 60_000.0).await?;
+    tokio::time::timeout(Duration::from_secs(10), dispatches.next())
+        .await?
+        .expect("a dispatch");
+    cluster.signal("scheduler", "KILL");
+    assert!(
+        cluster
+            .wait_exit("scheduler", Duration::from_secs(5))
+            .is_some()
+    );
+    cluster.spawn_scheduler();
+    // Redelivery comes after `scheduler.redeliver_after_ms` (2 s in these tests).
+    let (per_request, codes, _) = collect(&cluster, &mut sub, n, Duration::from_secs(4)).await;
+    assert_eq!(codes.get(&200), Some(&(n as u32)), "{codes:?}");
+    assert!(per_request.values().all(|&k| k == 1), "{per_request:?}");
+    let mut ran: HashMap<String, u32> = HashMap::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), runs.next()).await {
+        let o: synergai_contract::store::JobObservation = serde_json::from_slice(&m.payload)?;
+        for id in o.request_ids.into_iter().collect::<HashSet<_>>() {
+            *ran.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(ran.len(), n, "runs: {ran:?}\n{}", cluster.logs());
+    assert!(
+        ran.values().all(|&k| k == 1),
+        "a request ran twice: {ran:?}\n{}",
+        cluster.logs()
+    );
+    cluster.stop().await;
+    Ok(())
+}
+
 #[sqlx::test(migrator = "synergai_store::MIGRATOR")]
 async fn one_trace_across_intake_scheduler_and_worker(pool: PgPool) -> anyhow::Result<()> {
     use synergai_contract::trace::TraceContext;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_nats::jetstream;
 use async_nats::{Client, HeaderMap, Message};
 use futures_util::StreamExt;
 use synergai_contract::headers::INFERENCE_HEADER_CONTENT_LENGTH;
@@ -63,6 +64,8 @@ pub enum ServeError {
 /// Identity and addresses shared by the service's tasks.
 struct Ctx {
     nats: Client,
+    /// The work queue of accepted requests, where dispatched jobs' bodies are read.
+    requests: jetstream::stream::Stream<()>,
     claims: ReplyClaims,
     events: EventPublisher,
     queue: Arc<JobQueue>,
@@ -177,7 +180,12 @@ pub async fn serve(
     };
     tracing::info!(worker = %id, site = %site, models = ?served, configs = loaded.len(), "models loaded");
 
+    let requests = jetstream::new(nats.clone())
+        .get_stream_no_info(subjects.request_stream())
+        .await
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
     let ctx = Arc::new(Ctx {
+        requests,
         events: EventPublisher::new(nats.clone(), subjects.clone()),
         nats: nats.clone(),
         claims,
@@ -278,11 +286,30 @@ async fn take_jobs(
             _ = stop.cancelled() => return,
             m = jobs.next() => match m { Some(m) => m, None => return },
         };
-        let ack = accept(&ctx, &worker, msg.clone()).await;
-        if let Some(reply) = msg.reply {
-            let body = serde_json::to_vec(&ack).unwrap_or_default();
-            let _ = ctx.nats.publish(reply, body.into()).await;
-        }
+        // Each job on its own task: reading one body from the stream does not hold up the
+        // next job (the queue orders them).
+        let (ctx, worker) = (ctx.clone(), worker.clone());
+        tokio::spawn(async move {
+            let reply = msg.reply.clone();
+            let ack = accept(&ctx, &worker, msg).await;
+            if let Some(reply) = reply {
+                let body = serde_json::to_vec(&ack).unwrap_or_default();
+                let _ = ctx.nats.publish(reply, body.into()).await;
+            }
+        });
+    }
+}
+
+/// Reads a job's body from the work queue stream: a direct get (any replica answers), or the
+/// stream API where direct gets are not allowed.
+async fn fetch_body(ctx: &Ctx, seq: u64) -> Result<jetstream::message::StreamMessage, String> {
+    match ctx.requests.direct_get(seq).await {
+        Ok(m) => Ok(m),
+        Err(direct) => ctx
+            .requests
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| format!("{direct}; {e}")),
     }
 }
 
@@ -312,16 +339,28 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         );
     }
     let trace = pnats::next_span(pnats::trace_of(msg.headers.as_ref()).as_ref());
+    // The body: in the work queue stream (the scheduler sends only its sequence), or inline.
+    let (payload, headers) = match meta.body_seq {
+        Some(seq) if msg.payload.is_empty() => match fetch_body(ctx, seq).await {
+            Ok(m) => (m.payload, Some(m.headers)),
+            Err(e) => {
+                return refuse(
+                    format!("request body (work queue sequence {seq}) unreadable: {e}"),
+                    queued,
+                );
+            }
+        },
+        _ => (msg.payload.clone(), msg.headers.clone()),
+    };
     // The intake validated the request; a body that still fails here is answered 400 directly.
-    let header_len = msg
-        .headers
+    let header_len = headers
         .as_ref()
         .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
         .map(|v| parse_header_len(v.as_str()));
     let decoded = match header_len {
         Some(Err(e)) => Err(e),
-        Some(Ok(n)) => decode_request(&msg.payload, Some(n)),
-        None => decode_request(&msg.payload, None),
+        Some(Ok(n)) => decode_request(&payload, Some(n)),
+        None => decode_request(&payload, None),
     }
     .and_then(|req| {
         let entry = worker.models.catalog().model(&meta.job.model)?;

@@ -254,6 +254,7 @@ mod tests {
                 est_exec_ms,
                 scheduler: "s".into(),
                 attempt: 1,
+                body_seq: None,
             },
             inputs: Vec::new(),
             outputs: Vec::new(),
