@@ -189,14 +189,18 @@ impl ReplyClaims {
         })
     }
 
-    /// Claims the reply to `request_id` for `by`; true if this caller won and must reply.
-    pub async fn claim(&self, request_id: &str, by: &str) -> Result<bool, ClaimError> {
-        use async_nats::jetstream::context::PublishErrorKind;
-        let subject = self.subjects.claim(request_id).ok_or_else(|| {
+    fn subject(&self, request_id: &str) -> Result<String, ClaimError> {
+        self.subjects.claim(request_id).ok_or_else(|| {
             ClaimError(format!(
                 "request id {request_id:?} cannot be a claim subject"
             ))
-        })?;
+        })
+    }
+
+    /// Claims the reply to `request_id` for `by`; true if this caller won and must reply.
+    pub async fn claim(&self, request_id: &str, by: &str) -> Result<bool, ClaimError> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        let subject = self.subject(request_id)?;
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
         let ack = self
@@ -214,11 +218,7 @@ impl ReplyClaims {
     /// Whether the reply to `request_id` has been claimed (it is answered, or being answered).
     pub async fn claimed(&self, request_id: &str) -> Result<bool, ClaimError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
-        let subject = self.subjects.claim(request_id).ok_or_else(|| {
-            ClaimError(format!(
-                "request id {request_id:?} cannot be a claim subject"
-            ))
-        })?;
+        let subject = self.subject(request_id)?;
         let stream = self
             .js
             .get_stream_no_info(self.subjects.reply_bucket())
