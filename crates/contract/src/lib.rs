@@ -18,6 +18,7 @@
 pub mod catalog;
 pub mod error;
 pub mod headers;
+pub mod inputs;
 pub mod oip;
 pub mod profile;
 pub mod serving;

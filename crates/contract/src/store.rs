@@ -288,7 +288,8 @@ pub struct StoreStats {
     pub telemetry_dropped: u64,
     /// Telemetry events refused as malformed.
     pub telemetry_rejected: u64,
-    /// Telemetry events waiting in the buffer.
+    /// Telemetry events not yet written: waiting in the buffer (at most its capacity) or in the
+    /// batch being written.
     pub telemetry_pending: u64,
     /// Buffer capacity.
     pub telemetry_capacity: u64,

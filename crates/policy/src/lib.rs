@@ -33,7 +33,7 @@ mod slo_mael;
 
 use std::fmt;
 
-pub use profiles::{ConfigOption, ProfileIndex};
+pub use profiles::{ConfigOption, ENGINES, NamedPoint, ProfileIndex};
 
 /// Index of a device class in a [`ProfileIndex`].
 pub type ClassId = u16;
@@ -340,6 +340,105 @@ pub struct Policy {
     rng: u64,
 }
 
+/// `synergai`'s pass over the workers for one request.
+struct Scan<'s, 'a> {
+    req: &'s Request,
+    snap: &'s Snapshot<'a>,
+    /// Now plus the network cost, per site.
+    start: &'s [f64],
+    /// The request's model as a [`ModelSet`] bit (0: no worker serves it).
+    bit: u128,
+}
+
+/// The outcome of a [`Scan`]: `worker` is `usize::MAX` when none was eligible.
+struct ScanBest {
+    worker: usize,
+    exec_ms: f64,
+    wait_ms: f64,
+    completion_ms: f64,
+    meets: bool,
+    considered: u32,
+}
+
+impl Scan<'_, '_> {
+    #[inline(always)]
+    fn run<const TIERED: bool, const EXTRA: bool>(
+        &self,
+        tier: Option<Tier>,
+        extra: &[f64],
+        fastest: &mut Vec<Option<(ConfigOption, f64)>>,
+    ) -> ScanBest {
+        let (req, sites) = (self.req, self.start.len());
+        let mut best = ScanBest {
+            worker: usize::MAX,
+            exec_ms: 0.0,
+            wait_ms: 0.0,
+            completion_ms: 0.0,
+            meets: false,
+            considered: 0,
+        };
+        let mut b_edge = false;
+        for (w, state) in self.snap.workers.iter().enumerate() {
+            if !state.accepting
+                || state.models.0 & self.bit == 0
+                || (TIERED && tier.is_some_and(|t| t != state.tier))
+            {
+                continue;
+            }
+            let class = state.class as usize;
+            if fastest.len() <= class {
+                fastest.resize(class + 1, None);
+            }
+            let exec_ms = match fastest[class] {
+                Some((_, exec_ms)) => exec_ms,
+                None => {
+                    let f = self.snap.profiles.fastest(
+                        state.class,
+                        req.model,
+                        req.samples,
+                        state.max_threads,
+                    );
+                    fastest[class] = Some(f);
+                    f.1
+                }
+            };
+            best.considered += 1;
+            let extra_ms = if EXTRA {
+                extra.get(w).copied().unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            let wait_ms = state.backlog_ms.max(0.0) + extra_ms;
+            let completion_ms =
+                self.start[(state.site as usize).min(sites - 1)] + wait_ms + exec_ms;
+            let meets = completion_ms <= req.deadline_ms;
+            let edge = state.tier == Tier::Edge;
+            let better = if best.worker == usize::MAX {
+                true
+            } else {
+                match (meets, best.meets) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    // Both late: the least lateness.
+                    (false, false) => completion_ms < best.completion_ms,
+                    // Both in time: least worker time, then edge first, then earliest.
+                    (true, true) => {
+                        (exec_ms, !edge, completion_ms)
+                            < (best.exec_ms, !b_edge, best.completion_ms)
+                    }
+                }
+            };
+            if better {
+                best.worker = w;
+                (best.exec_ms, best.wait_ms, best.completion_ms) =
+                    (exec_ms, wait_ms, completion_ms);
+                (best.meets, b_edge) = (meets, edge);
+            }
+        }
+        best
+    }
+}
+
 /// Estimate of one (worker, configuration) pair for one request.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
@@ -426,9 +525,12 @@ impl Policy {
         }
         let mut extra = Vec::new();
         let mut out = Vec::with_capacity(requests.len());
-        for req in requests {
+        for (i, req) in requests.iter().enumerate() {
             let result = self.place_one(now_ms, req, snap, &extra);
-            if let Ok(d) = &result {
+            // What this placement adds matters only to the requests after it.
+            if let Ok(d) = &result
+                && i + 1 < requests.len()
+            {
                 if extra.is_empty() {
                     extra = vec![0.0; snap.workers.len()];
                 }
@@ -454,20 +556,30 @@ impl Policy {
             PolicyKind::Mael => fixed_best(now_ms, req, snap, extra, |c| c.completion_ms),
             PolicyKind::LeastLoaded => fixed_best(now_ms, req, snap, extra, |c| c.wait_ms),
             PolicyKind::RoundRobin | PolicyKind::Random => {
-                let eligible: Vec<usize> = (0..snap.workers.len())
-                    .filter(|&w| eligible(&snap.workers[w], req.model))
-                    .collect();
-                if eligible.is_empty() {
+                // The k-th eligible worker, found without collecting them.
+                let count = snap
+                    .workers
+                    .iter()
+                    .filter(|w| eligible(w, req.model))
+                    .count();
+                if count == 0 {
                     return Err(Rejection::NoWorker);
                 }
-                let pick = if self.kind == PolicyKind::RoundRobin {
+                let k = if self.kind == PolicyKind::RoundRobin {
                     self.cursor = self.cursor.wrapping_add(1);
-                    eligible[(self.cursor - 1) % eligible.len()]
+                    (self.cursor - 1) % count
                 } else {
-                    eligible[(self.next_random() % eligible.len() as u64) as usize]
+                    (self.next_random() % count as u64) as usize
                 };
+                let pick = snap
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| eligible(w, req.model))
+                    .nth(k)
+                    .map_or(0, |(i, _)| i);
                 let c = fixed_candidate(now_ms, req, snap, extra, pick);
-                Ok(c.decision(req, false, eligible.len() as u32))
+                Ok(c.decision(req, false, count as u32))
             }
             PolicyKind::SloMael => unreachable_window(),
         }
@@ -532,6 +644,83 @@ impl Policy {
     }
 
     fn synergai(
+        &self,
+        now_ms: f64,
+        req: &Request,
+        snap: &Snapshot<'_>,
+        extra: &[f64],
+        tier: Option<Tier>,
+    ) -> Result<Decision, Rejection> {
+        // The network cost per site (sites are few), and the fastest option per device class:
+        // for both the deadline and the secondary goal (least worker time) it is the one to
+        // weigh, so each worker is one comparison of figures looked up, not computed. Sums are
+        // formed in `candidate`'s order (now + network + wait + exec), so the figures are the
+        // same to the bit.
+        let sites = snap.network.sites();
+        let start: Vec<f64> = (0..sites)
+            .map(|s| {
+                now_ms
+                    + snap
+                        .network
+                        .cost_ms(req.ingress, s as SiteId, req.payload_bytes)
+            })
+            .collect();
+        let bit = if req.model < 128 {
+            1u128 << req.model
+        } else {
+            0
+        };
+        let mut fastest: Vec<Option<(ConfigOption, f64)>> = vec![None; snap.profiles.classes()];
+        let scan = Scan {
+            req,
+            snap,
+            start: &start,
+            bit,
+        };
+        // Specialised on the common case (no tier filter, no earlier placement in the call).
+        let best = match (tier, extra.is_empty()) {
+            (None, true) => scan.run::<false, false>(None, extra, &mut fastest),
+            (None, false) => scan.run::<false, true>(None, extra, &mut fastest),
+            (Some(_), true) => scan.run::<true, false>(tier, extra, &mut fastest),
+            (Some(_), false) => scan.run::<true, true>(tier, extra, &mut fastest),
+        };
+        let ScanBest {
+            worker: best,
+            exec_ms: b_exec,
+            wait_ms: b_wait,
+            completion_ms: b_completion,
+            meets: b_meets,
+            considered,
+        } = best;
+        let Some(state) = snap.workers.get(best) else {
+            return Err(Rejection::NoWorker);
+        };
+        let Some(Some((option, _))) = fastest.get(state.class as usize).copied() else {
+            return Err(Rejection::NoWorker);
+        };
+        let c = Candidate {
+            worker: best,
+            option,
+            exec_ms: b_exec,
+            network_ms: snap
+                .network
+                .cost_ms(req.ingress, state.site, req.payload_bytes),
+            wait_ms: b_wait,
+            completion_ms: b_completion,
+        };
+        let decision = c.decision(req, false, considered);
+        if !b_meets
+            && let Some(fraction) = self.config.shed_late_fraction
+            && -decision.slack_ms > fraction * (req.deadline_ms - req.arrival_ms)
+        {
+            return Err(Rejection::Hopeless { best: decision });
+        }
+        Ok(decision)
+    }
+
+    /// The straightforward form of [`Policy::synergai`], which must decide the same.
+    #[cfg(test)]
+    fn synergai_reference(
         &self,
         now_ms: f64,
         req: &Request,

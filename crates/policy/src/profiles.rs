@@ -166,3 +166,90 @@ impl ProfileIndex {
         }
     }
 }
+
+/// Engines by index, as the index numbers them: 0, ONNX Runtime, is the baselines' engine.
+pub const ENGINES: [&str; 2] = ["ort", "tract"];
+
+/// One profiled configuration named as the profiling store names it, for
+/// [`ProfileIndex::from_points`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NamedPoint<'a> {
+    /// Device class.
+    pub device_class: &'a str,
+    /// Engine name (one of [`ENGINES`]; others are skipped).
+    pub engine: &'a str,
+    /// Model name.
+    pub model: &'a str,
+    /// Intra-op threads.
+    pub threads: u32,
+    /// Samples per run.
+    pub batch: u32,
+    /// Estimated time of one run, ms: what decisions use.
+    pub exec_ms: f64,
+    /// Slow-case time of one run (the p99), ms: the cold-start rule starts from the slowest per
+    /// sample of a model.
+    pub slow_ms: f64,
+}
+
+impl ProfileIndex {
+    /// The index a scheduler builds from named profile points, for device classes `classes`
+    /// and models `models` (ids are positions in these lists; engine ids are positions in
+    /// [`ENGINES`]).
+    ///
+    /// A point enters the index when its class, model and engine are known and
+    /// `loaded(class, model, engine, threads)` says the class's workers run that configuration.
+    /// Every point of a known model and engine, whatever its class, counts for the model's
+    /// cold-start estimate: `cold_factor` times the slowest per-sample time (`slow_ms / batch`);
+    /// a model with no point at all takes `cold_default_ms` per sample.
+    pub fn from_points<'a>(
+        classes: &[impl AsRef<str>],
+        models: &[impl AsRef<str>],
+        points: impl IntoIterator<Item = NamedPoint<'a>>,
+        loaded: impl Fn(ClassId, ModelId, EngineId, u32) -> bool,
+        cold_factor: f64,
+        cold_default_ms: f64,
+    ) -> ProfileIndex {
+        let mut index = ProfileIndex::new(classes.len(), models.len(), cold_default_ms);
+        let mut worst: Vec<Option<f64>> = vec![None; models.len()];
+        for p in points {
+            let (Some(m), Some(e)) = (
+                position(models, p.model),
+                ENGINES.iter().position(|&x| x == p.engine),
+            ) else {
+                continue;
+            };
+            let per_sample = p.slow_ms / f64::from(p.batch.max(1));
+            let w = &mut worst[m as usize];
+            *w = Some(w.unwrap_or(0.0).max(per_sample));
+            let Some(class) = position(classes, p.device_class) else {
+                continue;
+            };
+            if !loaded(class, m, e as EngineId, p.threads) {
+                continue;
+            }
+            index.add(
+                class,
+                m,
+                ConfigOption {
+                    engine: e as EngineId,
+                    threads: p.threads,
+                    batch: p.batch,
+                },
+                p.exec_ms,
+            );
+        }
+        for (m, w) in worst.into_iter().enumerate() {
+            if let Some(w) = w {
+                index.set_cold(m as ModelId, w * cold_factor);
+            }
+        }
+        index
+    }
+}
+
+fn position(names: &[impl AsRef<str>], name: &str) -> Option<u16> {
+    names
+        .iter()
+        .position(|n| n.as_ref() == name)
+        .map(|i| i as u16)
+}

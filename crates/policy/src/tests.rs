@@ -489,3 +489,136 @@ fn candidates_show_what_was_weighed() {
             .is_empty()
     );
 }
+
+#[test]
+fn profile_index_from_named_points() {
+    let point = |class, engine, model, threads, batch, exec_ms, slow_ms| NamedPoint {
+        device_class: class,
+        engine,
+        model,
+        threads,
+        batch,
+        exec_ms,
+        slow_ms,
+    };
+    let points = [
+        point("arm", "tract", "a", 1, 1, 12.0, 15.0),
+        point("arm", "ort", "a", 4, 2, 30.0, 40.0),
+        // Not loaded on the class: out of the index, but counts for the cold rule.
+        point("arm", "ort", "a", 2, 1, 5.0, 50.0),
+        // Unknown class: counts for the cold rule only; unknown engine and model: skipped.
+        point("gpu", "ort", "b", 1, 4, 8.0, 80.0),
+        point("arm", "onnx-mystery", "b", 1, 1, 1.0, 999.0),
+        point("arm", "ort", "zzz", 1, 1, 1.0, 999.0),
+    ];
+    let p = ProfileIndex::from_points(
+        &["x86", "arm"],
+        &["a", "b", "c"],
+        points,
+        |_, _, _, threads| threads != 2,
+        2.0,
+        700.0,
+    );
+    assert_eq!((p.classes(), p.models()), (2, 3));
+    assert_eq!(
+        p.options(1, 0),
+        &[(opt(TRACT, 1, 1), 12.0), (opt(ORT, 4, 2), 30.0)]
+    );
+    assert!(p.options(0, 0).is_empty() && p.options(1, 1).is_empty());
+    // Cold: 2 x the slowest per sample (50 ms for a, 80/4 for b); c has nothing: 700.
+    assert_eq!(p.fastest(0, 0, 1, 8).1, 100.0);
+    assert_eq!(p.fastest(0, 1, 1, 8).1, 40.0);
+    assert_eq!(p.fastest(0, 2, 1, 8).1, 700.0);
+    assert_eq!(ENGINES[0], "ort");
+}
+
+#[test]
+fn synergai_decides_as_its_reference_form() {
+    // A deterministic generator.
+    let mut state = 0x5eed_u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for round in 0..400 {
+        let sites = 1 + (next() * 4.0) as usize;
+        let mut net = Network::uniform(sites, next() * 30.0, next() * 1000.0);
+        net.set(0, (sites - 1) as SiteId, next() * 50.0, 0.0);
+        let mut p = ProfileIndex::new(3, 2, 500.0);
+        for _ in 0..12 {
+            let o = opt(
+                (next() * 2.0) as EngineId,
+                1 + (next() * 8.0) as u32,
+                1 + (next() * 4.0) as u32,
+            );
+            // Coarse times, so that ties happen.
+            p.add(
+                (next() * 3.0) as ClassId,
+                (next() * 2.0) as ModelId,
+                o,
+                (next() * 6.0).round() * 5.0,
+            );
+        }
+        let n = 1 + (next() * 40.0) as usize;
+        let workers: Vec<WorkerState> = (0..n)
+            .map(|_| WorkerState {
+                // Sometimes beyond the network's sites (clamped).
+                site: (next() * (sites + 1) as f64) as SiteId,
+                tier: if next() < 0.5 {
+                    Tier::Edge
+                } else {
+                    Tier::Cloud
+                },
+                class: (next() * 4.0) as ClassId,
+                max_threads: 1 + (next() * 8.0) as u32,
+                backlog_ms: if next() < 0.3 {
+                    0.0
+                } else {
+                    (next() * 12.0).round() * 5.0 - 5.0
+                },
+                in_flight: 0,
+                models: if next() < 0.9 {
+                    ModelSet::ALL
+                } else {
+                    ModelSet::default()
+                },
+                accepting: next() < 0.95,
+            })
+            .collect();
+        let extra: Vec<f64> = if round % 2 == 0 {
+            Vec::new()
+        } else {
+            (0..n).map(|_| (next() * 3.0).round() * 5.0).collect()
+        };
+        let snap = Snapshot {
+            workers: &workers,
+            network: &net,
+            profiles: &p,
+        };
+        let config = PolicyConfig {
+            shed_late_fraction: (round % 3 == 0).then_some(0.2),
+            ..PolicyConfig::default()
+        };
+        let policy = Policy::new(PolicyKind::Synergai, config);
+        for _ in 0..10 {
+            let arrival_ms = next() * 100.0;
+            let req = Request {
+                model: (next() * 2.0) as ModelId,
+                samples: 1 + (next() * 5.0) as u32,
+                payload_bytes: (next() * 100_000.0) as u64,
+                arrival_ms,
+                deadline_ms: arrival_ms + (next() * 20.0).round() * 5.0,
+                ingress: (next() * sites as f64) as SiteId,
+            };
+            for tier in [None, Some(Tier::Edge), Some(Tier::Cloud)] {
+                assert_eq!(
+                    policy.synergai(arrival_ms, &req, &snap, &extra, tier),
+                    policy.synergai_reference(arrival_ms, &req, &snap, &extra, tier),
+                    "round {round}, {req:?}, {tier:?}"
+                );
+            }
+        }
+    }
+}

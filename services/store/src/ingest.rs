@@ -41,17 +41,26 @@ pub enum Telemetry {
 
 /// Telemetry waiting to be written; bounded, dropping the oldest when full.
 pub struct TelemetryBuffer {
-    queue: Mutex<VecDeque<Telemetry>>,
+    queue: Mutex<Queue>,
     capacity: usize,
     ready: Notify,
     batch: usize,
+}
+
+/// The waiting events, and how many taken ones are being written.
+struct Queue {
+    waiting: VecDeque<Telemetry>,
+    writing: usize,
 }
 
 impl TelemetryBuffer {
     /// A buffer of `capacity` events that wakes the flusher once `batch` are waiting.
     pub fn new(capacity: usize, batch: usize) -> Self {
         TelemetryBuffer {
-            queue: Mutex::new(VecDeque::with_capacity(capacity.min(1 << 16))),
+            queue: Mutex::new(Queue {
+                waiting: VecDeque::with_capacity(capacity.min(1 << 16)),
+                writing: 0,
+            }),
             capacity: capacity.max(1),
             ready: Notify::new(),
             batch: batch.max(1),
@@ -65,7 +74,12 @@ impl TelemetryBuffer {
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.queue.lock().map_or(0, |q| q.len())
+        self.queue.lock().map_or(0, |q| q.waiting.len())
+    }
+
+    /// Events not yet written: waiting (at most the capacity), plus the batch being written now.
+    pub fn pending(&self) -> usize {
+        self.queue.lock().map_or(0, |q| q.waiting.len() + q.writing)
     }
 
     /// Whether nothing is waiting.
@@ -79,24 +93,33 @@ impl TelemetryBuffer {
             return 1;
         };
         let mut dropped = 0;
-        while q.len() >= self.capacity {
-            q.pop_front();
+        while q.waiting.len() >= self.capacity {
+            q.waiting.pop_front();
             dropped += 1;
         }
-        q.push_back(item);
-        if q.len() >= self.batch {
+        q.waiting.push_back(item);
+        if q.waiting.len() >= self.batch {
             self.ready.notify_one();
         }
         dropped
     }
 
-    /// Takes up to `max` of the oldest events.
+    /// Takes up to `max` of the oldest events to be written; they count as pending until
+    /// [`written`](Self::written) or [`put_back`](Self::put_back).
     pub fn take(&self, max: usize) -> Vec<Telemetry> {
         let Ok(mut q) = self.queue.lock() else {
             return Vec::new();
         };
-        let n = q.len().min(max);
-        q.drain(..n).collect()
+        let n = q.waiting.len().min(max);
+        q.writing = n;
+        q.waiting.drain(..n).collect()
+    }
+
+    /// The batch taken last is written.
+    pub fn written(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.writing = 0;
+        }
     }
 
     /// Returns events that could not be written to the front, in order; returns how many of the
@@ -105,12 +128,13 @@ impl TelemetryBuffer {
         let Ok(mut q) = self.queue.lock() else {
             return items.len() as u64;
         };
+        q.writing = 0;
         for item in items.into_iter().rev() {
-            q.push_front(item);
+            q.waiting.push_front(item);
         }
         let mut dropped = 0;
-        while q.len() > self.capacity {
-            q.pop_front();
+        while q.waiting.len() > self.capacity {
+            q.waiting.pop_front();
             dropped += 1;
         }
         dropped
@@ -197,8 +221,6 @@ pub async fn receive_telemetry(
             msg = events.next() => match msg { Some(m) => m, None => break },
         };
         let c = &state.counters;
-        c.telemetry_received.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("synergai_store_telemetry_received_total").increment(1);
         let parsed = if msg.subject.as_str().starts_with(&job_prefix) {
             serde_json::from_slice::<JobObservation>(&msg.payload)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))
@@ -222,6 +244,10 @@ pub async fn receive_telemetry(
                 tracing::debug!(subject = %msg.subject, error = %e, "telemetry event refused");
             }
         }
+        // Counted once it is pending, dropped or refused, so that a snapshot of the counters
+        // never holds an event that is nowhere yet.
+        c.telemetry_received.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("synergai_store_telemetry_received_total").increment(1);
     }
     Ok(())
 }
@@ -282,6 +308,7 @@ pub async fn flush_telemetry(state: Arc<StoreState>, cancel: CancellationToken) 
                     .counters
                     .telemetry_written
                     .fetch_add(n, Ordering::Relaxed);
+                state.buffer.written();
                 metrics::counter!("synergai_store_telemetry_written_total").increment(n);
                 backoff = interval;
             }

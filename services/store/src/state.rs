@@ -106,7 +106,7 @@ impl StoreState {
             telemetry_written: c.telemetry_written.load(Ordering::Relaxed),
             telemetry_dropped: c.telemetry_dropped.load(Ordering::Relaxed),
             telemetry_rejected: c.telemetry_rejected.load(Ordering::Relaxed),
-            telemetry_pending: self.buffer.len() as u64,
+            telemetry_pending: self.buffer.pending() as u64,
             telemetry_capacity: self.buffer.capacity() as u64,
             outcomes_written: c.outcomes_written.load(Ordering::Relaxed),
             outcomes_rejected: c.outcomes_rejected.load(Ordering::Relaxed),

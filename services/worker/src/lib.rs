@@ -11,7 +11,7 @@
 
 pub mod config;
 pub mod engine;
-pub mod inputs;
+pub use synergai_contract::inputs;
 pub mod models;
 pub mod profile;
 pub mod serve;

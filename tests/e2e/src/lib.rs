@@ -109,7 +109,8 @@ pub struct Cluster {
     policy: String,
 }
 
-fn nats_url() -> String {
+/// The NATS server the tests use.
+pub fn nats_url() -> String {
     std::env::var("SYNERGAI_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
@@ -179,6 +180,11 @@ impl Cluster {
             ("SYNERGAI_CATALOG", "assets/catalog.json".into()),
         ];
         self.spawn("store", "synergai-store", &[], &env);
+    }
+
+    /// The subject prefix of this cluster.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Starts (or restarts) the scheduler.

@@ -1,8 +1,8 @@
 //! Random inputs for a model: what profiling and the engine tests feed the models.
 
+use crate::catalog::{ModelEntry, TensorSpec};
+use crate::{Datatype, Tensor, TensorData};
 use rand::{Rng, RngExt};
-use synergai_contract::catalog::{ModelEntry, TensorSpec};
-use synergai_contract::{Datatype, Tensor, TensorData};
 
 /// Random inputs for `model` at `batch`, in graph order. Floats are uniform in [0, 1), like a
 /// normalised image or audio frame; inputs restricted to fixed values take one of them.
