@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster;
 use crate::live::{self, Progress, SendOptions, Target};
-use crate::output::Comparison;
+use crate::output::{Comparison, Latencies};
 
 /// What to compare.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub async fn live(
     fastest: impl Fn(&str) -> Option<f64>,
     stop: CancellationToken,
     mut on_run: impl FnMut(&Report, &[synergai_workload::Record]),
-) -> anyhow::Result<(Comparison, Vec<(String, f64, Vec<f64>)>)> {
+) -> anyhow::Result<(Comparison, Latencies)> {
     let mut runs = Vec::new();
     let mut latencies = Vec::new();
     'loads: for &load in &spec.loads {

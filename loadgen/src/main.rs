@@ -44,6 +44,8 @@ enum Command {
     Profiles(ProfilesArgs),
     /// Compare a live and a simulated comparison: violation rate and p99 gaps.
     Gap(GapArgs),
+    /// Print (and rewrite `comparison.txt` beside) the table of a `comparison.json`.
+    Table(TableArgs),
 }
 
 #[derive(Args, Clone)]
@@ -266,6 +268,12 @@ struct GapArgs {
     sim: PathBuf,
 }
 
+#[derive(Args)]
+struct TableArgs {
+    /// A `comparison.json`.
+    comparison: PathBuf,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -295,6 +303,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate(a) => simulate(a),
         Command::Profiles(a) => save_profiles(a).await,
         Command::Gap(a) => gap(a),
+        Command::Table(a) => table(a),
     }
 }
 
@@ -629,14 +638,24 @@ async fn save_profiles(a: ProfilesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn read_comparison(p: &PathBuf) -> anyhow::Result<output::Comparison> {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+    )
+    .with_context(|| format!("{} is not a comparison", p.display()))
+}
+
+fn table(a: TableArgs) -> anyhow::Result<()> {
+    let c = read_comparison(&a.comparison)?;
+    let text = c.table();
+    let txt = a.comparison.with_file_name("comparison.txt");
+    std::fs::write(&txt, &text).with_context(|| format!("writing {}", txt.display()))?;
+    print!("{text}");
+    Ok(())
+}
+
 fn gap(a: GapArgs) -> anyhow::Result<()> {
-    let read = |p: &PathBuf| -> anyhow::Result<output::Comparison> {
-        serde_json::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{} is not a comparison", p.display()))
-    };
-    let (live, sim) = (read(&a.live)?, read(&a.sim)?);
+    let (live, sim) = (read_comparison(&a.live)?, read_comparison(&a.sim)?);
     print!("{}", output::gap_table(&live, &sim));
     Ok(())
 }

@@ -41,6 +41,9 @@ fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Client latencies of each run of a comparison: (policy, load, latencies in ms).
+pub type Latencies = Vec<(String, f64, Vec<f64>)>;
+
 /// Several policies on the same seeded traces at several loads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
@@ -209,7 +212,7 @@ impl Comparison {
 
     /// Writes `comparison.json`, `comparison.txt`, `violations.svg` and `latency-cdf.svg` (at the
     /// highest load at or below 100%) into `dir`.
-    pub fn write(&self, dir: &Path, latencies: &[(String, f64, Vec<f64>)]) -> anyhow::Result<()> {
+    pub fn write(&self, dir: &Path, latencies: &Latencies) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         write(dir, "comparison.json", &serde_json::to_string_pretty(self)?)?;
         write(dir, "comparison.txt", &self.table())?;

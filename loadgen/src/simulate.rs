@@ -14,7 +14,7 @@ use synergai_workload::report::RunInfo;
 use synergai_workload::{Planned, Record, Report, Workload};
 
 use crate::compare::at_load;
-use crate::output::Comparison;
+use crate::output::{Comparison, Latencies};
 
 /// Profiles for the simulator, and what in them is not measured here.
 #[derive(Debug, Clone, Default)]
@@ -199,7 +199,7 @@ pub fn compare(
     base: &SimConfig,
     seed: u64,
     mut on_run: impl FnMut(&SimRun),
-) -> anyhow::Result<(Comparison, Vec<(String, f64, Vec<f64>)>)> {
+) -> anyhow::Result<(Comparison, Latencies)> {
     let mut runs = Vec::new();
     let mut latencies = Vec::new();
     for &load in loads {
