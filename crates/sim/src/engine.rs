@@ -9,6 +9,7 @@ use synergai_policy::{
 };
 use synergai_workload::{Planned, Record};
 
+use crate::dominance::{self, Dominance};
 use crate::rng::Rng;
 use crate::topology::World;
 use crate::{SimConfig, SimOutput, SimStats};
@@ -123,6 +124,8 @@ pub(crate) struct Sim<'a> {
     buffer: Vec<u32>,
     generation: u64,
     scratch: Vec<Request>,
+    /// The groups behind the reduced snapshot; `None`: every decision sees every worker.
+    dominance: Option<Dominance>,
     stats: SimStats,
 }
 
@@ -188,6 +191,11 @@ impl<'a> Sim<'a> {
             .collect();
         let policy = Policy::new(cfg.policy, cfg.policy_config);
         let window = policy.window(states.len()).max(1);
+        let dominance = if cfg.dominance {
+            Dominance::new(cfg.policy, &states)
+        } else {
+            None
+        };
         Sim {
             cfg,
             workers: vec![WorkerRt::default(); states.len()],
@@ -203,7 +211,16 @@ impl<'a> Sim<'a> {
             buffer: Vec::new(),
             generation: 0,
             scratch: Vec::new(),
+            dominance,
             stats: SimStats::default(),
+        }
+    }
+
+    /// Keeps the reduced snapshot's groups in step after worker `w`'s `backlog_ms` or
+    /// `accepting` changed.
+    fn sync(&mut self, w: usize) {
+        if let Some(d) = &mut self.dominance {
+            d.sync(w, &self.states[w]);
         }
     }
 
@@ -290,6 +307,7 @@ impl<'a> Sim<'a> {
                 let w = w as usize;
                 if t >= self.workers[w].suspect_until {
                     self.states[w].accepting = true;
+                    self.sync(w);
                 }
             }
             Event::Retry(j) => self.place(t, &[j]),
@@ -334,6 +352,7 @@ impl<'a> Sim<'a> {
         };
         for &w in &excluded {
             self.states[w as usize].accepting = false;
+            self.sync(w as usize);
         }
         let mut requests = std::mem::take(&mut self.scratch);
         requests.clear();
@@ -343,11 +362,28 @@ impl<'a> Sim<'a> {
             network: &self.world.network,
             profiles: &self.world.index,
         };
-        let results = self.policy.place(now, &requests, &snap);
+        // One request at a time (every policy but `slo-mael`): the reduced snapshot decides
+        // the same.
+        let reduced = match (&mut self.dominance, requests.as_slice()) {
+            (Some(d), [req]) => d.reduce(now, req, &self.states, snap.network, snap.profiles),
+            _ => None,
+        };
+        let results = match reduced {
+            Some((workers, picked)) => {
+                let snap = Snapshot { workers, ..snap };
+                self.policy
+                    .place(now, &requests, &snap)
+                    .into_iter()
+                    .map(|r| dominance::translate(r, picked))
+                    .collect()
+            }
+            None => self.policy.place(now, &requests, &snap),
+        };
         self.scratch = requests;
         for &w in &excluded {
             let w = w as usize;
             self.states[w].accepting = self.workers[w].suspect_until <= now;
+            self.sync(w);
         }
         self.stats.decisions += js.len() as u64;
         for (&j, result) in js.iter().zip(results) {
@@ -390,6 +426,7 @@ impl<'a> Sim<'a> {
             self.stats.refused += 1;
             self.workers[w].suspect_until = now + self.cfg.suspect_ms;
             self.states[w].accepting = false;
+            self.sync(w);
             self.at(now + self.cfg.suspect_ms, Event::Unsuspect(w as u32));
             let job = &mut self.jobs[j as usize];
             job.exclude.push(w as u32);
@@ -414,6 +451,7 @@ impl<'a> Sim<'a> {
         s.backlog_ms += d.exec_ms;
         s.in_flight += 1;
         let site = s.site;
+        self.sync(w);
         let job = &mut self.jobs[j as usize];
         let net = &self.world.network;
         let rtt = net.cost_ms(job.req.ingress, site, 0);
@@ -438,6 +476,7 @@ impl<'a> Sim<'a> {
         } else {
             (s.backlog_ms - est_ms).max(0.0)
         };
+        self.sync(w);
     }
 
     /// Starts the worker's next run, as the live executor: the most urgent job, merged with

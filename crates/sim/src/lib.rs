@@ -54,8 +54,54 @@
 //!
 //! Arrivals are a sorted stream merged with a binary heap of events; each worker's queue is a
 //! binary heap; the snapshot vector is updated in place (O(1) per event), never rebuilt. The
-//! cost is dominated by the policy's decisions (for `synergai`, one pass over the workers).
+//! cost is dominated by the policy's decisions (for `synergai`, one pass over the workers), so
+//! the per-request policies (`synergai`, `edge-only`, `cloud-only`, `mael`, `least-loaded`)
+//! are given a *reduced snapshot* in which dominated workers are left out
+//! ([`SimConfig::dominance`], on by default), with the same decisions.
+//!
+//! Workers of one *group* (same site, tier, device class, cores and models served) differ, to
+//! these policies, only in their backlog (`in_flight` is read by none). The groups are kept,
+//! O(log n) per change of a worker's backlog or acceptance, as ordered sets of their accepting
+//! members by (wait, index) and by index, where the wait is what the policies read,
+//! `backlog_ms.max(0.0)`. A decision sees, per group able to take the request (serves its
+//! model; in the tier, for `edge-only` and `cloud-only`), its accepting member of lowest index,
+//! its member of least wait (lowest index among equals), and every member whose wait is within
+//! a rounding margin of that least wait (2⁻⁴⁵ of the size of now + network + execution + wait:
+//! few, but reservations added and released leave residues of a few units in the last place,
+//! so they occur), in ascending index order; the chosen position is mapped back to the worker. Why that decides the same:
+//!
+//! - Each of these policies compares candidates by a total preorder and keeps the first in
+//!   index order among the best (it replaces its choice only with a strictly better one):
+//!   `least-loaded` by wait; `mael` by estimated completion; `synergai` (and its tier
+//!   variants) by meets-the-deadline first, then, in time, (worker time, edge before cloud,
+//!   completion) and, late, completion. So its choice is the first, in index order, of the
+//!   best candidates; and over any sub-list in index order that holds that worker, and in which
+//!   every candidate is priced as over the whole list, the choice is the same worker.
+//! - Within a group the network cost, the execution estimate and the tier are the same, so the
+//!   order is that of completion = (now + network + wait) + execution, which is monotone in the
+//!   wait: the group's best are the members whose completion rounds to that of its least wait.
+//!   Its first is the least-wait member of lowest index unless a member with a larger wait
+//!   rounds to the same completion, which needs the two waits within a few units in the last
+//!   place of the sum: those members are all kept. So the overall choice, the first of the best
+//!   of its group, is in the reduced snapshot.
+//! - `synergai` prices all workers of a device class with the class's fastest configuration for
+//!   the cores of the first eligible worker of the class it meets. That worker is the accepting
+//!   member of lowest index of its group, which is kept, and the reduced snapshot is a sub-list
+//!   in index order: it is the first eligible worker of the class there too, and the prices are
+//!   the same.
+//! - Workers that are not accepting, or do not serve the model, or are outside the tier, are
+//!   skipped by the policies before any of this: leaving them out changes nothing, and there is
+//!   an eligible worker in the reduced snapshot exactly when there is one in the whole (so
+//!   `NoWorker` is the same). The decision's figures (configuration, network, wait, completion,
+//!   slack, priority) are those of the chosen worker alone, so `Hopeless` (shedding) is the
+//!   same too. Only `Decision::considered`, the count of workers weighed, is smaller; the
+//!   simulator does not read it.
+//!
+//! Not reduced: `round-robin` and `random` (they pick by position among the eligible) and
+//! `slo-mael` (a window may put several requests on one group), nor calls deciding more than
+//! one request, nor a decision whose now, network cost or execution estimate is not finite.
 
+mod dominance;
 mod engine;
 mod rng;
 mod topology;
@@ -101,6 +147,9 @@ pub struct SimConfig {
     pub max_attempts: u32,
     /// How long a refusing worker is kept out of placements, ms.
     pub suspect_ms: f64,
+    /// Give per-request policies the reduced snapshot (dominated workers left out; the same
+    /// decisions, see "Speed" in the crate docs); `false`: every decision sees every worker.
+    pub dominance: bool,
 }
 
 impl Default for SimConfig {
@@ -121,6 +170,7 @@ impl Default for SimConfig {
             max_queue: Some(256),
             max_attempts: 3,
             suspect_ms: 1000.0,
+            dominance: true,
         }
     }
 }
