@@ -48,8 +48,9 @@ enum Command {
     Table(TableArgs),
 }
 
+/// Where the deployment's NATS is.
 #[derive(Args, Clone)]
-struct Connection {
+struct NatsArgs {
     /// NATS server.
     #[arg(
         long,
@@ -60,6 +61,24 @@ struct Connection {
     /// Subject prefix of the deployment (empty in production).
     #[arg(long, env = "SYNERGAI_NATS__SUBJECT_PREFIX", default_value = "")]
     prefix: String,
+}
+
+impl NatsArgs {
+    async fn connect(&self) -> anyhow::Result<(async_nats::Client, synergai_contract::Subjects)> {
+        let cfg = NatsConfig {
+            url: self.nats.clone(),
+            subject_prefix: self.prefix.clone(),
+            ..NatsConfig::default()
+        };
+        let nats = synergai_platform::nats::connect(&cfg, "synergai-loadgen").await?;
+        Ok((nats, cfg.subjects()))
+    }
+}
+
+#[derive(Args, Clone)]
+struct Connection {
+    #[command(flatten)]
+    bus: NatsArgs,
     /// Send over HTTP to this intake (e.g. http://127.0.0.1:8080) instead of NATS.
     #[arg(long)]
     http: Option<String>,
@@ -243,16 +262,8 @@ struct SimulateArgs {
 
 #[derive(Args)]
 struct ProfilesArgs {
-    /// NATS server.
-    #[arg(
-        long,
-        env = "SYNERGAI_NATS__URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats: String,
-    /// Subject prefix of the deployment.
-    #[arg(long, env = "SYNERGAI_NATS__SUBJECT_PREFIX", default_value = "")]
-    prefix: String,
+    #[command(flatten)]
+    bus: NatsArgs,
     /// Output file.
     #[arg(long, default_value = "profiles.json")]
     out: PathBuf,
@@ -316,13 +327,7 @@ struct Connected {
 }
 
 async fn connect(c: &Connection, seed: u64) -> anyhow::Result<Connected> {
-    let cfg = NatsConfig {
-        url: c.nats.clone(),
-        subject_prefix: c.prefix.clone(),
-        ..NatsConfig::default()
-    };
-    let nats = synergai_platform::nats::connect(&cfg, "synergai-loadgen").await?;
-    let subjects = cfg.subjects();
+    let (nats, subjects) = c.bus.connect().await?;
     let catalog = Catalog::load(&c.catalog)
         .with_context(|| format!("loading the catalogue {}", c.catalog.display()))?;
     let target = match &c.http {
@@ -620,13 +625,8 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
 }
 
 async fn save_profiles(a: ProfilesArgs) -> anyhow::Result<()> {
-    let cfg = NatsConfig {
-        url: a.nats.clone(),
-        subject_prefix: a.prefix.clone(),
-        ..NatsConfig::default()
-    };
-    let nats = synergai_platform::nats::connect(&cfg, "synergai-loadgen").await?;
-    let table = cluster::profiles(&nats, &cfg.subjects()).await?;
+    let (nats, subjects) = a.bus.connect().await?;
+    let table = cluster::profiles(&nats, &subjects).await?;
     std::fs::write(&a.out, serde_json::to_string_pretty(&table)?)
         .with_context(|| format!("writing {}", a.out.display()))?;
     println!(
