@@ -249,6 +249,12 @@ struct SimulateArgs {
     /// run at their online estimate (measured while serving) instead of the offline profile.
     #[arg(long)]
     online_min: Option<i64>,
+    /// What a run really takes, where it differs from what the scheduler reads: `offline` (the
+    /// offline profiles, while `--online-min` feeds the scheduler online estimates) or a profile
+    /// file (e.g. run times while serving, from `scripts/derive-work`). The topology's shared
+    /// hosts stretch it.
+    #[arg(long)]
+    work: Option<String>,
     /// Model catalogue, for input sizes (what crosses the network).
     #[arg(long, env = "SYNERGAI_CATALOG", default_value = "assets/catalog.json")]
     catalog: PathBuf,
@@ -537,6 +543,18 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     base.seed = a.workload.seed;
     base.noise_sigma = a.noise;
     base.payload_bytes = sim::payload_bytes(catalog.as_ref());
+    base.work = match a.work.as_deref() {
+        None => None,
+        Some("offline") => Some(profiles.offline.clone()),
+        Some(path) => Some(
+            Profiles::parse(
+                &std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?,
+                None,
+            )
+            .with_context(|| format!("reading run times from {path}"))?
+            .points,
+        ),
+    };
     let workload = a.workload.workload()?;
     let capacity = match a.capacity {
         Some(c) => c,

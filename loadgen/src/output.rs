@@ -292,11 +292,26 @@ pub fn gap_table(live: &Comparison, sim: &Comparison) -> String {
     );
     let rel = |l: f64, m: f64| if l.abs() > 0.0 { (m - l) / l } else { f64::NAN };
     let (mut vg, mut pg) = (Vec::new(), Vec::new());
+    // Violations and answered requests per policy, live and simulated, over matched runs.
+    let mut pooled: Vec<(String, [f64; 4])> = Vec::new();
     for load in live.loads() {
         for p in live.policies() {
             let (Some(l), Some(m)) = (live.run(&p, load), sim.run(&p, load)) else {
                 continue;
             };
+            let answered = |r: &Report| (r.ok + r.errors) as f64;
+            let i = match pooled.iter().position(|(q, _)| *q == p) {
+                Some(i) => i,
+                None => {
+                    pooled.push((p.clone(), [0.0; 4]));
+                    pooled.len() - 1
+                }
+            };
+            let acc = &mut pooled[i].1;
+            acc[0] += l.violations as f64;
+            acc[1] += answered(l);
+            acc[2] += m.violations as f64;
+            acc[3] += answered(m);
             let v = rel(l.violation_rate, m.violation_rate);
             let q = rel(l.p99_ms, m.p99_ms);
             if v.is_finite() {
@@ -333,6 +348,26 @@ pub fn gap_table(live: &Comparison, sim: &Comparison) -> String {
         vg.len(),
         mean(&pg) * 100.0,
         pg.len()
+    );
+    // Pooled: each policy's violation rate over all its loads, live against simulated.
+    let rate = |v: f64, n: f64| if n > 0.0 { v / n } else { f64::NAN };
+    let mut total = [0.0; 4];
+    let mut per_policy = Vec::new();
+    for (p, a) in &pooled {
+        for k in 0..4 {
+            total[k] += a[k];
+        }
+        let g = rel(rate(a[0], a[1]), rate(a[2], a[3]));
+        per_policy.push(format!("{p} {:+.0}%", g * 100.0));
+    }
+    let g = rel(rate(total[0], total[1]), rate(total[2], total[3]));
+    let _ = writeln!(
+        s,
+        "pooled over loads, relative gap of violation rate: all policies {:+.0}% ({:.2}% live, {:.2}% simulated); {}",
+        g * 100.0,
+        rate(total[0], total[1]) * 100.0,
+        rate(total[2], total[3]) * 100.0,
+        per_policy.join(", ")
     );
     for c in [live, sim] {
         if let Some((m, n)) = c.mean_ratio("slo-mael", 0.5, 1.0) {
@@ -399,5 +434,31 @@ mod tests {
         let t = c.table();
         assert!(t.contains("mean of ratios 17.50x, pooled 20.00x"), "{t}");
         assert_eq!(c.loads(), vec![0.5, 1.0, 1.3]);
+    }
+
+    #[test]
+    fn the_gap_is_relative_to_live_per_run_and_pooled() {
+        let comparison = |mode: &str, runs| Comparison {
+            mode: mode.into(),
+            capacity_rps: 10.0,
+            emulated: vec![],
+            runs,
+        };
+        let live = comparison(
+            "live",
+            vec![report("synergai", 0.5, 10), report("synergai", 1.0, 30)],
+        );
+        let sim = comparison(
+            "simulated",
+            vec![report("synergai", 0.5, 5), report("synergai", 1.0, 35)],
+        );
+        let t = gap_table(&live, &sim);
+        // Per run: -50% and +17%; mean of their sizes 33%.
+        assert!(t.contains("violation rate 33% (2 pairs)"), "{t}");
+        // Pooled: 40 against 40 violations over the same requests.
+        assert!(
+            t.contains("all policies +0% (20.00% live, 20.00% simulated); synergai +0%"),
+            "{t}"
+        );
     }
 }

@@ -19,8 +19,11 @@ use crate::output::{Comparison, Latencies};
 /// Profiles for the simulator, and what in them is not measured here.
 #[derive(Debug, Clone, Default)]
 pub struct Profiles {
-    /// Points.
+    /// Points: what the scheduler reads.
     pub points: Vec<ProfilePoint>,
+    /// The offline (uncontended) points: the same as `points` unless online estimates replaced
+    /// some. Latency targets are multiples of these, as in a live run.
+    pub offline: Vec<ProfilePoint>,
     /// Labels of derived (emulated) profiles, for the reports.
     pub emulated: Vec<String>,
 }
@@ -48,6 +51,7 @@ impl Profiles {
         }
         if let Ok(f) = serde_json::from_str::<ProfileFile>(text) {
             return Ok(Profiles {
+                offline: f.points.clone(),
                 points: f.points,
                 emulated: f.emulated,
             });
@@ -56,6 +60,7 @@ impl Profiles {
             "not a profile table, a {\"points\": [...]} file, or a list of profile points",
         )?;
         Ok(Profiles {
+            offline: points.clone(),
             points,
             emulated: Vec::new(),
         })
@@ -70,7 +75,12 @@ impl Profiles {
     /// observed online at least `n` times takes its online estimate (execution times measured
     /// while serving, interference included) instead of its offline profile.
     pub fn from_table_with(t: &ProfileTable, online_min: Option<i64>) -> Profiles {
-        Profiles {
+        let offline = match online_min {
+            Some(_) => Profiles::from_table_with(t, None).points,
+            None => Vec::new(),
+        };
+        let mut p = Profiles {
+            offline,
             points: t
                 .profiles
                 .iter()
@@ -93,12 +103,17 @@ impl Profiles {
                 })
                 .collect(),
             emulated: Vec::new(),
+        };
+        if online_min.is_none() {
+            p.offline = p.points.clone();
         }
+        p
     }
 
-    /// The fastest single-sample run of `model` on any class.
+    /// The fastest offline single-sample run of `model` on any class (what latency targets
+    /// are multiples of, live as simulated).
     pub fn fastest_ms(&self, model: &str) -> Option<f64> {
-        self.points
+        self.offline
             .iter()
             .filter(|p| p.model == model && p.batch == 1 && p.latency_ms > 0.0)
             .map(|p| p.latency_ms)
@@ -236,4 +251,34 @@ pub fn compare(
         },
         latencies,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_estimates_feed_the_scheduler_but_targets_stay_offline() {
+        // A table measured on this machine after a live comparison: online estimates included.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../results/profiles/measured-local.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the committed profile table");
+        let offline = Profiles::parse(&text, None).expect("parses");
+        let online = Profiles::parse(&text, Some(3)).expect("parses");
+        assert_eq!(offline.points, offline.offline);
+        assert_eq!(online.offline, offline.points);
+        assert_eq!(online.points.len(), offline.points.len());
+        let changed = online
+            .points
+            .iter()
+            .zip(&offline.points)
+            .filter(|(a, b)| a.latency_ms != b.latency_ms)
+            .count();
+        assert!(changed > 0, "no configuration took its online estimate");
+        for model in ["squeezenet", "ppocr_cls"] {
+            assert_eq!(online.fastest_ms(model), offline.fastest_ms(model), "{model}");
+        }
+    }
 }

@@ -74,6 +74,100 @@ enum Event {
     Retry(u32),
     /// A `slo-mael` window's wait ends (its generation).
     Flush(u64),
+    /// A dispatched job reaches the services' host (its path's work before the worker).
+    Path(u32),
+    /// The next piece of work on a host may end (the host's epoch when scheduled).
+    Host(u32, u64),
+}
+
+/// Whose work a piece of host work is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkOf {
+    /// A worker's run.
+    Run(u32),
+    /// A job's serving path before its worker.
+    PathIn(u32),
+    /// A job's serving path after its run.
+    PathOut(u32),
+    /// The services' work after a job's answer left, which nobody waits for.
+    OffPath,
+    /// A worker's idle intra-op threads spinning after a run.
+    Spin(u32),
+}
+
+/// A piece of work on a host's shared cores.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    of: WorkOf,
+    /// What is left of it, ms at full speed.
+    left: f64,
+    threads: u32,
+    cpus: u64,
+    /// Progress per ms, set by [`HostRt::rates`].
+    rate: f64,
+}
+
+/// A shared machine as it runs: processor sharing per core (see "Hosts" in the crate docs).
+#[derive(Debug, Clone)]
+struct HostRt {
+    cores: u32,
+    background: f64,
+    all: u64,
+    updated_ms: f64,
+    epoch: u64,
+    work: Vec<Work>,
+}
+
+impl HostRt {
+    /// Brings every piece's progress up to `now`.
+    fn advance(&mut self, now: f64) {
+        let dt = now - self.updated_ms;
+        if dt > 0.0 {
+            for w in &mut self.work {
+                w.left -= dt * w.rate;
+            }
+        }
+        self.updated_ms = now;
+    }
+
+    /// Sets every piece's rate from the cores' loads: a core's load is the background's share
+    /// plus, for each piece pinned to it, its threads spread over its cores. A thread on a core
+    /// loaded `l` runs at `min(1, 1 / l)`; a single thread moves among its cores (the mean of
+    /// their capacity over their load); a run of several threads advances at its slowest
+    /// thread's pace (its operators wait for every thread).
+    fn rates(&mut self) {
+        let mut load = [0.0f64; 64];
+        let n = self.cores as usize;
+        for l in &mut load[..n] {
+            *l = self.background / self.cores as f64;
+        }
+        for w in &self.work {
+            let k = w.cpus.count_ones() as f64;
+            let per = w.threads as f64 / k;
+            for (c, l) in load[..n].iter_mut().enumerate() {
+                if w.cpus & (1 << c) != 0 {
+                    *l += per;
+                }
+            }
+        }
+        for w in &mut self.work {
+            let cores = (0..n).filter(|&c| w.cpus & (1 << c) != 0);
+            w.rate = if w.threads >= 2 {
+                cores.map(|c| (1.0 / load[c]).min(1.0)).fold(1.0, f64::min)
+            } else {
+                let (k, total) = cores.fold((0.0, 0.0), |(k, t), c| (k + 1.0, t + load[c]));
+                (k / total).min(1.0)
+            };
+        }
+    }
+
+    /// When the next piece ends at the current rates.
+    fn next_end(&self) -> Option<f64> {
+        self.work
+            .iter()
+            .map(|w| self.updated_ms + w.left.max(0.0) / w.rate)
+            .min_by(f64::total_cmp)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +220,8 @@ pub(crate) struct Sim<'a> {
     scratch: Vec<Request>,
     /// The groups behind the reduced snapshot; `None`: every decision sees every worker.
     dominance: Option<Dominance>,
+    /// Shared machines (empty: every worker a device of its own).
+    hosts: Vec<HostRt>,
     stats: SimStats,
 }
 
@@ -196,6 +292,22 @@ impl<'a> Sim<'a> {
         } else {
             None
         };
+        let hosts = world
+            .hosts
+            .iter()
+            .map(|h| HostRt {
+                cores: h.cores,
+                background: h.background_cores,
+                all: if h.cores == 64 {
+                    u64::MAX
+                } else {
+                    (1 << h.cores) - 1
+                },
+                updated_ms: 0.0,
+                epoch: 0,
+                work: Vec::new(),
+            })
+            .collect();
         Sim {
             cfg,
             workers: vec![WorkerRt::default(); states.len()],
@@ -211,8 +323,59 @@ impl<'a> Sim<'a> {
             buffer: Vec::new(),
             generation: 0,
             scratch: Vec::new(),
+            hosts,
             dominance,
             stats: SimStats::default(),
+        }
+    }
+
+    /// Puts a piece of work on host `h` at `now`.
+    fn host_start(&mut self, h: u32, now: f64, work: Work) {
+        let host = &mut self.hosts[h as usize];
+        host.advance(now);
+        host.work.push(work);
+        self.host_reschedule(h);
+    }
+
+    /// Recomputes host `h`'s rates and schedules its next end (older schedules lapse).
+    fn host_reschedule(&mut self, h: u32) {
+        let host = &mut self.hosts[h as usize];
+        host.rates();
+        host.epoch += 1;
+        let (epoch, end) = (host.epoch, host.next_end());
+        if let Some(end) = end {
+            self.at(end, Event::Host(h, epoch));
+        }
+    }
+
+    /// Host `h`'s scheduled end came: the pieces done by now end.
+    fn host_due(&mut self, h: u32, epoch: u64, now: f64) {
+        let host = &mut self.hosts[h as usize];
+        if epoch != host.epoch {
+            return;
+        }
+        host.advance(now);
+        // Done: nothing left, up to rounding (of the pieces' sizes and of now).
+        let mut done = Vec::new();
+        host.work.retain(|w| {
+            let end = w.left <= 1e-9 * (1.0 + now.abs());
+            if end {
+                done.push(w.of);
+            }
+            !end
+        });
+        self.host_reschedule(h);
+        for of in done {
+            match of {
+                WorkOf::Run(w) => self.run_done(w as usize, now),
+                WorkOf::PathIn(j) => self.deliver(j, now),
+                WorkOf::PathOut(j) => {
+                    let job = &mut self.jobs[j as usize];
+                    job.answered_ms = Some(now + job.back_ms);
+                    job.code = 200;
+                }
+                WorkOf::OffPath | WorkOf::Spin(_) => {}
+            }
         }
     }
 
@@ -270,39 +433,31 @@ impl<'a> Sim<'a> {
         self.stats.events += 1;
         self.stats.end_ms = t;
         match event {
-            Event::Deliver(j) => {
-                self.seq += 1;
-                let seq = self.seq;
-                let job = &mut self.jobs[j as usize];
-                job.delivered_ms = t;
-                let w = job.worker as usize;
-                let queued = Queued {
-                    priority_us: job.priority_us,
-                    seq,
-                    job: j,
-                };
-                let rt = &mut self.workers[w];
-                rt.in_transit -= 1;
-                rt.queue.push(queued);
-                if !rt.busy {
-                    self.start_next(w, t);
-                }
+            Event::Deliver(j) => self.deliver(j, t),
+            Event::Done(w) => self.run_done(w as usize, t),
+            Event::Path(j) => {
+                let sv = self
+                    .world
+                    .services
+                    .expect("a path event needs the services");
+                let req = &self.jobs[j as usize].req;
+                let left = (sv.per_request_ms / 2.0
+                    + sv.per_mb_ms * req.payload_bytes as f64 / 1e6)
+                    * self.noise.noise(sv.noise_sigma);
+                let all = self.hosts[sv.host as usize].all;
+                self.host_start(
+                    sv.host,
+                    t,
+                    Work {
+                        of: WorkOf::PathIn(j),
+                        left,
+                        threads: 1,
+                        cpus: all,
+                        rate: 1.0,
+                    },
+                );
             }
-            Event::Done(w) => {
-                let w = w as usize;
-                let running = std::mem::take(&mut self.workers[w].running);
-                for &j in &running {
-                    let job = &mut self.jobs[j as usize];
-                    job.answered_ms = Some(t + job.back_ms);
-                    job.code = 200;
-                    let est = job.est_ms;
-                    self.release(w, est);
-                }
-                self.workers[w].running = running;
-                self.workers[w].running.clear();
-                self.workers[w].busy = false;
-                self.start_next(w, t);
-            }
+            Event::Host(h, epoch) => self.host_due(h, epoch, t),
             Event::Unsuspect(w) => {
                 let w = w as usize;
                 if t >= self.workers[w].suspect_until {
@@ -317,6 +472,101 @@ impl<'a> Sim<'a> {
                 }
             }
         }
+    }
+
+    /// A dispatched job reaches its worker.
+    fn deliver(&mut self, j: u32, t: f64) {
+        self.seq += 1;
+        let seq = self.seq;
+        let job = &mut self.jobs[j as usize];
+        job.delivered_ms = t;
+        let w = job.worker as usize;
+        let queued = Queued {
+            priority_us: job.priority_us,
+            seq,
+            job: j,
+        };
+        let rt = &mut self.workers[w];
+        rt.in_transit -= 1;
+        rt.queue.push(queued);
+        if !rt.busy {
+            self.start_next(w, t);
+        }
+    }
+
+    /// Worker `w`'s run ended at `t`: its jobs are answered (through the path's work after the
+    /// run, when modelled) and the next run starts.
+    fn run_done(&mut self, w: usize, t: f64) {
+        let running = std::mem::take(&mut self.workers[w].running);
+        let hosted = self.world.placement[w].is_some();
+        if let (Some(p), Some(&j)) = (self.world.placement[w], running.first()) {
+            // The run's idle threads spin on its cores for a while.
+            let threads = self.jobs[j as usize]
+                .config
+                .threads
+                .min(p.cpus.count_ones());
+            if p.spin_ms > 0.0 && threads >= 2 {
+                self.host_start(
+                    p.host,
+                    t,
+                    Work {
+                        of: WorkOf::Spin(w as u32),
+                        left: p.spin_ms,
+                        threads: threads - 1,
+                        cpus: p.cpus,
+                        rate: 1.0,
+                    },
+                );
+            }
+        }
+        for &j in &running {
+            let job = &mut self.jobs[j as usize];
+            if hosted {
+                job.exec_ms = job.started_ms.map(|s| t - s);
+            }
+            let est = job.est_ms;
+            match self.world.services {
+                Some(sv) => {
+                    let all = self.hosts[sv.host as usize].all;
+                    let left = sv.per_request_ms / 2.0 * self.noise.noise(sv.noise_sigma);
+                    self.host_start(
+                        sv.host,
+                        t,
+                        Work {
+                            of: WorkOf::PathOut(j),
+                            left,
+                            threads: 1,
+                            cpus: all,
+                            rate: 1.0,
+                        },
+                    );
+                    let mb = self.jobs[j as usize].req.payload_bytes as f64 / 1e6;
+                    let off = sv.off_path_ms + sv.off_path_per_mb_ms * mb;
+                    if off > 0.0 {
+                        self.host_start(
+                            sv.host,
+                            t,
+                            Work {
+                                of: WorkOf::OffPath,
+                                left: off,
+                                threads: 1,
+                                cpus: all,
+                                rate: 1.0,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    job.answered_ms = Some(t + job.back_ms);
+                    job.code = 200;
+                }
+            }
+            self.release(w, est);
+        }
+        self.workers[w].running = running;
+        self.workers[w].running.clear();
+        self.workers[w].busy = false;
+        self.start_next(w, t);
     }
 
     fn arrive(&mut self, j: u32, now: f64) {
@@ -464,7 +714,12 @@ impl<'a> Sim<'a> {
         job.est_ms = d.exec_ms;
         job.priority_us = (d.priority_ms * 1000.0) as i64;
         self.workers[w].in_transit += 1;
-        self.at(now + up, Event::Deliver(j));
+        let next = if self.world.services.is_some() {
+            Event::Path(j)
+        } else {
+            Event::Deliver(j)
+        };
+        self.at(now + up, next);
     }
 
     /// A job left the worker: its reservation is released.
@@ -523,7 +778,26 @@ impl<'a> Sim<'a> {
                 }
                 _ => self.jobs[group[0] as usize].est_ms,
             };
-            let exec = base * self.noise.noise(self.cfg.noise_sigma);
+            let head = &self.jobs[group[0] as usize];
+            let samples: u32 = group
+                .iter()
+                .map(|&j| self.jobs[j as usize].req.samples)
+                .sum();
+            let batch = if group.len() > 1 {
+                samples
+            } else {
+                head.config.batch
+            };
+            let key = (
+                self.states[w].class,
+                head.req.model,
+                head.config.engine,
+                head.config.threads,
+                batch,
+            );
+            let work = self.world.work_ratio.get(&key).copied().unwrap_or(1.0);
+            let threads = head.config.threads.max(1);
+            let exec = base * work * self.noise.noise(self.cfg.noise_sigma);
             for &j in &group {
                 let job = &mut self.jobs[j as usize];
                 job.started_ms = Some(now);
@@ -531,7 +805,27 @@ impl<'a> Sim<'a> {
             }
             self.workers[w].running = group;
             self.workers[w].busy = true;
-            self.at(now + exec, Event::Done(w as u32));
+            match self.world.placement[w] {
+                // On a shared host the run takes as long as its cores allow; threads spinning
+                // after the last run take this one's work instead.
+                Some(p) => {
+                    let host = &mut self.hosts[p.host as usize];
+                    host.advance(now);
+                    host.work.retain(|x| x.of != WorkOf::Spin(w as u32));
+                    self.host_start(
+                        p.host,
+                        now,
+                        Work {
+                            of: WorkOf::Run(w as u32),
+                            left: exec,
+                            threads: threads.min(p.cpus.count_ones()),
+                            cpus: p.cpus,
+                            rate: 1.0,
+                        },
+                    )
+                }
+                None => self.at(now + exec, Event::Done(w as u32)),
+            }
             return;
         }
     }

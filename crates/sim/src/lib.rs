@@ -39,10 +39,39 @@
 //!   the baselines) — of a merged run, the profiled time of its batch — times a lognormal
 //!   noise factor of mean 1 and log-deviation `noise_sigma` (0: deterministic), seeded.
 //!
+//!   With [`SimConfig::work`], a run's work differs from the scheduler's estimate: e.g. the
+//!   scheduler reads online estimates (interference included) while a run's work is its
+//!   uncontended offline profile, stretched by the host model below.
+//!
+//! # Hosts
+//!
+//! By default every worker is a device of its own. A topology may instead place workers on
+//! shared machines ([`HostSpec`]: cores, and a background load in cores), each worker pinned
+//! to a set of the host's cores, as `taskset` pins a live worker. The host is then run as
+//! processor sharing per core, recomputed whenever a piece of work starts or ends:
+//! - a core's load is the background's share (`background_cores / cores`) plus, for each piece
+//!   of work pinned to it, its threads spread evenly over its cores;
+//! - a thread on a core of load `l` runs at `min(1, 1 / l)` of full speed;
+//! - a single-threaded piece moves among its cores: it runs at `min(1, k / Σ l)` over its `k`
+//!   cores;
+//! - a run of several intra-op threads advances at its slowest thread's pace, since each
+//!   operator waits for all of its threads.
+//!
+//! A run's wall time is then its work (the estimate, or [`SimConfig::work`]) stretched by those
+//! rates, and the record's `exec_ms` is that wall time, as a live worker measures it.
+//!
+//! With [`ServiceSpec`], the serving path (client, intake, scheduler, the bus) also costs CPU
+//! on a host: a single-threaded piece of `per_request_ms / 2 + per_mb_ms × input MB` between
+//! the network's trip and the worker, and one of `per_request_ms / 2` after the run, before the
+//! answer's trip back. Both compete with the runs for the host's cores.
+//!
+//! Not modelled on hosts: cache and memory-bandwidth interference, ONNX Runtime's spinning
+//! threads burning CPU between runs, and the operating system's scheduling quanta.
+//!
 //! Not simulated: the hops client → intake → scheduler and their queues (decisions take no
-//! time), heartbeat staleness (the scheduler's view of backlog is exact reservations), workers
-//! joining, draining or failing, online refinement of the profiles, contention between workers
-//! on one machine, output transfer sizes, and NATS itself.
+//! time; their CPU is modelled with [`ServiceSpec`]), heartbeat staleness (the scheduler's view
+//! of backlog is exact reservations), workers joining, draining or failing, online refinement
+//! of the profiles, output transfer sizes, and NATS itself.
 //!
 //! # Output
 //!
@@ -112,8 +141,8 @@ use std::fmt;
 pub use synergai_policy::{Policy, PolicyConfig, PolicyKind};
 use synergai_workload::{Planned, Record};
 pub use topology::{
-    ColdRule, Ingress, LinkSpec, NetworkSpec, ProfilePoint, SiteLink, SiteSpec, TierSpec, Topology,
-    WeightedSite, WorkerGroup, capacity_rps,
+    ColdRule, HostSpec, Ingress, LinkSpec, NetworkSpec, ProfilePoint, ServiceSpec, SiteLink,
+    SiteSpec, TierSpec, Topology, WeightedSite, WorkerGroup, capacity_rps,
 };
 
 /// How to run a simulation.
@@ -150,6 +179,11 @@ pub struct SimConfig {
     /// Give per-request policies the reduced snapshot (dominated workers left out; the same
     /// decisions, see "Speed" in the crate docs); `false`: every decision sees every worker.
     pub dominance: bool,
+    /// What a run really takes, where it differs from what the scheduler reads: points of the
+    /// same configurations (e.g. the offline profiles, uncontended, while the scheduler reads
+    /// online estimates). A run takes its estimate times `work / scheduler's point`. `None`:
+    /// the estimate.
+    pub work: Option<Vec<ProfilePoint>>,
 }
 
 impl Default for SimConfig {
@@ -171,6 +205,7 @@ impl Default for SimConfig {
             max_attempts: 3,
             suspect_ms: 1000.0,
             dominance: true,
+            work: None,
         }
     }
 }
@@ -240,14 +275,19 @@ pub fn simulate(
     plan: &[Planned],
     config: &SimConfig,
 ) -> Result<SimOutput, SimError> {
-    let world = topology::World::build(
+    let mut world = topology::World::build(
         topology,
         profiles,
         plan.iter().map(|p| p.model.as_str()),
         config.cold,
     )?;
+    if let Some(work) = &config.work {
+        world.set_work(work);
+    }
     Ok(engine::Sim::new(world, plan, config).run())
 }
 
+#[cfg(test)]
+mod host_tests;
 #[cfg(test)]
 mod tests;

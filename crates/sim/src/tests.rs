@@ -50,6 +50,9 @@ fn topology(fast: u32, slow: u32) -> Topology {
             cores: 8,
             models: None,
             threads: None,
+            host: None,
+            cpus: None,
+            spin_ms: 0.0,
         });
     }
     if slow > 0 {
@@ -60,6 +63,9 @@ fn topology(fast: u32, slow: u32) -> Topology {
             cores: 4,
             models: None,
             threads: None,
+            host: None,
+            cpus: None,
+            spin_ms: 0.0,
         });
     }
     Topology {
@@ -87,6 +93,8 @@ fn topology(fast: u32, slow: u32) -> Topology {
         },
         workers,
         ingress: None,
+        hosts: Vec::new(),
+        services: None,
     }
 }
 
@@ -526,6 +534,9 @@ fn ten_thousand_workers_a_million_requests() {
                     cores,
                     models: None,
                     threads: None,
+                    host: None,
+                    cpus: None,
+                    spin_ms: 0.0,
                 })
         })
         .collect();
@@ -548,6 +559,8 @@ fn ten_thousand_workers_a_million_requests() {
                 })
                 .collect(),
         )),
+        hosts: Vec::new(),
+        services: None,
     };
     let mix = Mix {
         models: models.iter().map(|m| ((*m).to_owned(), 1.0)).collect(),
@@ -637,6 +650,9 @@ fn mixed_topology(scale: u32) -> Topology {
             cores,
             models: models.map(|l| l.iter().map(|m| (*m).to_owned()).collect()),
             threads: None,
+            host: None,
+            cpus: None,
+            spin_ms: 0.0,
         };
     let site = |name: &str, tier| SiteSpec {
         name: name.into(),
@@ -695,6 +711,8 @@ fn mixed_topology(scale: u32) -> Topology {
                 weight: 0.5,
             },
         ])),
+        hosts: Vec::new(),
+        services: None,
     }
 }
 

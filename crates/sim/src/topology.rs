@@ -26,6 +26,55 @@ pub struct Topology {
     /// Where requests enter; absent: the first edge site, else the first site.
     #[serde(default)]
     pub ingress: Option<Ingress>,
+    /// Machines whose cores several workers (and the services) share; absent: every worker is
+    /// a device of its own.
+    #[serde(default)]
+    pub hosts: Vec<HostSpec>,
+    /// The CPU the serving path (client, intake, scheduler, bus) spends per request on a host;
+    /// absent: the path costs only the network's time.
+    #[serde(default)]
+    pub services: Option<ServiceSpec>,
+}
+
+/// A machine with cores shared by the workers placed on it (see "Hosts" in the crate docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Name, referred to by worker groups and the services.
+    pub name: String,
+    /// Cores.
+    pub cores: u32,
+    /// Cores' worth of CPU taken all the time by what the simulation does not model otherwise
+    /// (heartbeats, telemetry, the database), spread over every core.
+    #[serde(default)]
+    pub background_cores: f64,
+}
+
+/// The services' CPU cost per request, run on a host's shared cores as single-threaded pieces
+/// of work. On the request's path: a part before the job reaches its worker
+/// (`per_request_ms / 2` and `per_mb_ms` per megabyte of input) and a part after its run
+/// (`per_request_ms / 2`). Off the path, from the moment the answer leaves: work nobody waits
+/// for (telemetry, persistence: `off_path_ms` and `off_path_per_mb_ms` per megabyte).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The host the services run on.
+    pub host: String,
+    /// CPU per request on its path, ms.
+    pub per_request_ms: f64,
+    /// CPU per megabyte (10⁶ bytes) of input on the request's path, ms.
+    #[serde(default)]
+    pub per_mb_ms: f64,
+    /// CPU per request off its path, ms.
+    #[serde(default)]
+    pub off_path_ms: f64,
+    /// CPU per megabyte of input off the request's path, ms.
+    #[serde(default)]
+    pub off_path_per_mb_ms: f64,
+    /// Log-standard-deviation of a lognormal factor (mean 1) drawn for each piece of on-path
+    /// work (seeded); 0: every request's path costs the same.
+    #[serde(default)]
+    pub noise_sigma: f64,
 }
 
 /// A site.
@@ -113,6 +162,18 @@ pub struct WorkerGroup {
     /// worker does by default. Profiles of other thread counts are not used for this class.
     #[serde(default)]
     pub threads: Option<Vec<u32>>,
+    /// The host whose cores the workers share; absent: each worker is a device of its own.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The host's cores each worker is pinned to (at least `cores` of them); absent: the
+    /// host's first `cores`.
+    #[serde(default)]
+    pub cpus: Option<Vec<u32>>,
+    /// On a host: how long, ms, the idle threads of a multi-threaded run keep spinning on the
+    /// worker's cores after it (ONNX Runtime's default), unless the worker's next run starts
+    /// first; 0: they sleep at once.
+    #[serde(default)]
+    pub spin_ms: f64,
 }
 
 fn one() -> u32 {
@@ -218,11 +279,67 @@ pub(crate) struct World {
     pub index: ProfileIndex,
     /// Run time of each profiled (class, model, engine, threads, batch), for merged runs.
     pub exact: HashMap<(ClassId, ModelId, EngineId, u32, u32), f64>,
+    /// Per profiled configuration, the work of a run over the scheduler's estimate of it, where
+    /// they differ (see [`crate::SimConfig::work`]); absent: 1.
+    pub work_ratio: HashMap<(ClassId, ModelId, EngineId, u32, u32), f64>,
     /// Ingress sites and cumulative weights.
     pub ingress: Vec<(SiteId, f64)>,
+    /// Shared machines.
+    pub hosts: Vec<Host>,
+    /// Per worker: its host and the cores it is pinned to; `None`: a device of its own.
+    pub placement: Vec<Option<Pinned>>,
+    /// The serving path's CPU, when modelled.
+    pub services: Option<Services>,
+}
+
+/// A shared machine, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Host {
+    pub cores: u32,
+    pub background_cores: f64,
+}
+
+/// A worker's place on a host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Pinned {
+    pub host: u32,
+    /// Bit `i`: the worker may run on the host's core `i`.
+    pub cpus: u64,
+    /// How long a multi-threaded run's idle threads spin after it, ms.
+    pub spin_ms: f64,
+}
+
+/// The serving path's CPU, resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Services {
+    pub host: u32,
+    pub per_request_ms: f64,
+    pub per_mb_ms: f64,
+    pub off_path_ms: f64,
+    pub off_path_per_mb_ms: f64,
+    pub noise_sigma: f64,
 }
 
 impl World {
+    /// Sets the runs' work from `work`, points of the same configurations as the scheduler's:
+    /// a run of a configuration in both takes `work / estimate` times the estimate.
+    pub fn set_work(&mut self, work: &[ProfilePoint]) {
+        for p in work {
+            let class = self.class_names.iter().position(|c| *c == p.device_class);
+            let engine = ENGINES.iter().position(|&e| e == p.engine);
+            if let (Some(c), Some(e), Some(&m)) = (class, engine, self.model_ids.get(&p.model)) {
+                let key = (c as ClassId, m, e as EngineId, p.threads, p.batch);
+                if let Some(&est) = self.exact.get(&key)
+                    && est > 0.0
+                    && p.latency_ms.is_finite()
+                    && p.latency_ms >= 0.0
+                {
+                    self.work_ratio.insert(key, p.latency_ms / est);
+                }
+            }
+        }
+    }
+
     /// Resolves names; `extra_models` are further model names to know (the workload's).
     pub fn build<'a>(
         topology: &Topology,
@@ -277,6 +394,63 @@ impl World {
             network.set(a, b, l.link.rtt_ms, l.link.bandwidth_mbps);
         }
 
+        let mut host_ids: HashMap<&str, u32> = HashMap::new();
+        let mut hosts = Vec::new();
+        for h in &topology.hosts {
+            if !(1..=64).contains(&h.cores) {
+                return Err(SimError::new(format!(
+                    "host {:?}: cores must be 1 to 64, not {}",
+                    h.name, h.cores
+                )));
+            }
+            if !(h.background_cores.is_finite() && h.background_cores >= 0.0) {
+                return Err(SimError::new(format!(
+                    "host {:?}: background_cores must be zero or more",
+                    h.name
+                )));
+            }
+            if host_ids
+                .insert(h.name.as_str(), hosts.len() as u32)
+                .is_some()
+            {
+                return Err(SimError::new(format!("host {:?} named twice", h.name)));
+            }
+            hosts.push(Host {
+                cores: h.cores,
+                background_cores: h.background_cores,
+            });
+        }
+        let host = |name: &str, what: &str| {
+            host_ids
+                .get(name)
+                .copied()
+                .ok_or_else(|| SimError::new(format!("{what} names unknown host {name:?}")))
+        };
+        let services = match &topology.services {
+            None => None,
+            Some(sv) => {
+                let costs = [
+                    sv.per_request_ms,
+                    sv.per_mb_ms,
+                    sv.off_path_ms,
+                    sv.off_path_per_mb_ms,
+                    sv.noise_sigma,
+                ];
+                if !costs.iter().all(|c| c.is_finite() && *c >= 0.0) {
+                    return Err(SimError::new("services: every cost must be zero or more"));
+                }
+                Some(Services {
+                    host: host(&sv.host, "the services")?,
+                    per_request_ms: sv.per_request_ms,
+                    per_mb_ms: sv.per_mb_ms,
+                    off_path_ms: sv.off_path_ms,
+                    off_path_per_mb_ms: sv.off_path_per_mb_ms,
+                    noise_sigma: sv.noise_sigma,
+                })
+            }
+        };
+        let mut placement = Vec::new();
+
         let mut class_names: Vec<String> = Vec::new();
         let mut states = Vec::new();
         let mut worker_names = Vec::new();
@@ -326,7 +500,49 @@ impl World {
                 TierSpec::Edge => Tier::Edge,
                 TierSpec::Cloud => Tier::Cloud,
             };
+            let what = format!("worker group {}/{}", g.site, g.device_class);
+            let pinned = match (&g.host, &g.cpus) {
+                (None, Some(_)) => {
+                    return Err(SimError::new(format!("{what}: cpus without a host")));
+                }
+                (None, None) if g.spin_ms != 0.0 => {
+                    return Err(SimError::new(format!("{what}: spin_ms without a host")));
+                }
+                (None, None) => None,
+                (Some(h), cpus) => {
+                    let id = host(h, &what)?;
+                    let cores = hosts[id as usize].cores;
+                    let list: Vec<u32> = cpus.clone().unwrap_or_else(|| (0..g.cores).collect());
+                    let mut mask = 0u64;
+                    for &c in &list {
+                        if c >= cores {
+                            return Err(SimError::new(format!(
+                                "{what}: cpu {c} is not on host {h:?} ({cores} cores)"
+                            )));
+                        }
+                        mask |= 1 << c;
+                    }
+                    if mask.count_ones() < g.cores {
+                        return Err(SimError::new(format!(
+                            "{what}: {} cores but pinned to {} cpus",
+                            g.cores,
+                            mask.count_ones()
+                        )));
+                    }
+                    if !(g.spin_ms.is_finite() && g.spin_ms >= 0.0) {
+                        return Err(SimError::new(format!(
+                            "{what}: spin_ms must be zero or more"
+                        )));
+                    }
+                    Some(Pinned {
+                        host: id,
+                        cpus: mask,
+                        spin_ms: g.spin_ms,
+                    })
+                }
+            };
             for _ in 0..g.count {
+                placement.push(pinned);
                 let n = per_name.entry((s, class)).or_insert(0);
                 worker_names.push(format!("{}-{}-{}", g.site, g.device_class, n));
                 *n += 1;
@@ -375,6 +591,8 @@ impl World {
             }
         }
 
+        let work_ratio = HashMap::new();
+
         let ingress = match &topology.ingress {
             Some(Ingress::Site(s)) => vec![(site(s, "the ingress")?, 1.0)],
             Some(Ingress::Weighted(list)) => {
@@ -415,7 +633,11 @@ impl World {
             network,
             index,
             exact,
+            work_ratio,
             ingress,
+            hosts,
+            placement,
+            services,
         })
     }
 }
