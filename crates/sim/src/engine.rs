@@ -795,7 +795,11 @@ impl<'a> Sim<'a> {
                 head.config.threads,
                 batch,
             );
-            let work = self.world.work_ratio.get(&key).copied().unwrap_or(1.0);
+            let work = if self.world.work_ratio.is_empty() {
+                1.0
+            } else {
+                self.world.work_ratio.get(&key).copied().unwrap_or(1.0)
+            };
             let threads = head.config.threads.max(1);
             let exec = base * work * self.noise.noise(self.cfg.noise_sigma);
             for &j in &group {
