@@ -255,6 +255,11 @@ struct SimulateArgs {
     /// hosts stretch it.
     #[arg(long)]
     work: Option<String>,
+    /// What the scheduler assumes each placement's path costs, instead of the topology's
+    /// network: `OVERHEAD_MS,BANDWIDTH_MBPS` (the live scheduler's `network.overhead_ms` and
+    /// `network.bandwidth_mbps`).
+    #[arg(long, value_delimiter = ',')]
+    plan_path: Vec<f64>,
     /// Model catalogue, for input sizes (what crosses the network).
     #[arg(long, env = "SYNERGAI_CATALOG", default_value = "assets/catalog.json")]
     catalog: PathBuf,
@@ -543,6 +548,11 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     base.seed = a.workload.seed;
     base.noise_sigma = a.noise;
     base.payload_bytes = sim::payload_bytes(catalog.as_ref());
+    base.planning_path = match a.plan_path[..] {
+        [] => None,
+        [overhead, bandwidth] => Some((overhead, bandwidth)),
+        _ => anyhow::bail!("--plan-path takes OVERHEAD_MS,BANDWIDTH_MBPS"),
+    };
     base.work = match a.work.as_deref() {
         None => None,
         Some("offline") => Some(profiles.offline.clone()),

@@ -278,7 +278,11 @@ mod tests {
             .count();
         assert!(changed > 0, "no configuration took its online estimate");
         for model in ["squeezenet", "ppocr_cls"] {
-            assert_eq!(online.fastest_ms(model), offline.fastest_ms(model), "{model}");
+            assert_eq!(
+                online.fastest_ms(model),
+                offline.fastest_ms(model),
+                "{model}"
+            );
         }
     }
 }

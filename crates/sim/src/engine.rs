@@ -222,6 +222,8 @@ pub(crate) struct Sim<'a> {
     dominance: Option<Dominance>,
     /// Shared machines (empty: every worker a device of its own).
     hosts: Vec<HostRt>,
+    /// What the scheduler assumes of the network, when not the network itself.
+    planning: Option<synergai_policy::Network>,
     stats: SimStats,
 }
 
@@ -308,8 +310,17 @@ impl<'a> Sim<'a> {
                 work: Vec::new(),
             })
             .collect();
+        let planning = cfg.planning_path.map(|(overhead_ms, bandwidth_mbps)| {
+            let n = world.site_names.len();
+            let mut net = synergai_policy::Network::uniform(n, overhead_ms, bandwidth_mbps);
+            for s in 0..n {
+                net.set(s as SiteId, s as SiteId, overhead_ms, bandwidth_mbps);
+            }
+            net
+        });
         Sim {
             cfg,
+            planning,
             workers: vec![WorkerRt::default(); states.len()],
             states,
             world,
@@ -609,7 +620,7 @@ impl<'a> Sim<'a> {
         requests.extend(js.iter().map(|&j| self.jobs[j as usize].req));
         let snap = Snapshot {
             workers: &self.states,
-            network: &self.world.network,
+            network: self.planning.as_ref().unwrap_or(&self.world.network),
             profiles: &self.world.index,
         };
         // One request at a time (every policy but `slo-mael`): the reduced snapshot decides

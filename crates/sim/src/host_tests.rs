@@ -373,3 +373,32 @@ fn topologies_without_hosts_read_as_before() {
     assert_eq!(t.hosts[0].cores, 2);
     assert_eq!(t.workers[0].cpus, Some(vec![1]));
 }
+
+#[test]
+fn the_planned_path_changes_decisions_not_times() {
+    let topo = topology(1, 0.0, vec![worker("x", None, None)]);
+    let plan = vec![Planned {
+        seq: 0,
+        at_ms: 0.0,
+        model: "x".into(),
+        slo_ms: 30.0,
+        samples: 1,
+    }];
+    let run = |planning_path| {
+        let mut cfg = SimConfig {
+            planning_path,
+            ..SimConfig::default()
+        };
+        cfg.policy_config.shed_late_fraction = Some(0.0);
+        let r = simulate(&topo, &profiles(), &plan, &cfg)
+            .expect("simulation runs")
+            .records
+            .remove(0);
+        (r.code, r.latency_ms)
+    };
+    // Planned 15 ms of path + 10 ms of run meet the 30 ms target; the path itself takes none.
+    assert_eq!(run(None), (200, Some(10.0)));
+    assert_eq!(run(Some((15.0, 0.0))), (200, Some(10.0)));
+    // Planned 25 ms + 10 ms miss it: shed at once.
+    assert_eq!(run(Some((25.0, 0.0))), (504, Some(0.0)));
+}

@@ -184,6 +184,11 @@ pub struct SimConfig {
     /// online estimates). A run takes its estimate times `work / scheduler's point`. `None`:
     /// the estimate.
     pub work: Option<Vec<ProfilePoint>>,
+    /// What the scheduler assumes a placement's path costs, instead of the topology's network:
+    /// `(overhead_ms, bandwidth_mbps)`, the same between every pair of sites and within one
+    /// (e.g. the serving path's measured cost, which a shared host charges as CPU). `None`: the
+    /// network.
+    pub planning_path: Option<(f64, f64)>,
 }
 
 impl Default for SimConfig {
@@ -206,6 +211,7 @@ impl Default for SimConfig {
             suspect_ms: 1000.0,
             dominance: true,
             work: None,
+            planning_path: None,
         }
     }
 }

@@ -100,6 +100,10 @@ impl Default for Settings {
 pub struct NetworkConfig {
     /// Bandwidth to every site unless a link says otherwise, Mbit/s.
     pub bandwidth_mbps: f64,
+    /// The serving path's own time per request, ms (the bus and the services between client and
+    /// worker and back, outside the network's round trip: `scripts/bench-serving` measures it),
+    /// added to every placement's network estimate, within a site too. 0: not planned for.
+    pub overhead_ms: f64,
     /// Links whose delay is emulated (added to the measured round trip). Everything listed here
     /// is emulation and is reported as such.
     pub emulated: Vec<EmulatedLink>,
@@ -109,6 +113,7 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             bandwidth_mbps: 10_000.0,
+            overhead_ms: 0.0,
             emulated: Vec::new(),
         }
     }

@@ -186,7 +186,8 @@ impl Core {
 
     fn rebuild_network(&mut self) {
         let n = self.sites.len().max(1);
-        let mut net = Network::uniform(n, 0.0, self.network_config.bandwidth_mbps);
+        let overhead = self.network_config.overhead_ms.max(0.0);
+        let mut net = Network::uniform(n, overhead, self.network_config.bandwidth_mbps);
         // Measured: the round trip to a site is the best measured to any of its workers (the
         // scheduler measures from where it runs, standing in for every ingress site).
         let mut site_rtt: HashMap<u16, f64> = HashMap::new();
@@ -199,14 +200,19 @@ impl Core {
         for a in 0..n as u16 {
             for b in 0..n as u16 {
                 let measured = site_rtt.get(&b).copied().unwrap_or(0.0);
-                net.set(a, b, measured, self.network_config.bandwidth_mbps);
+                net.set(
+                    a,
+                    b,
+                    measured + overhead,
+                    self.network_config.bandwidth_mbps,
+                );
             }
         }
         // Emulated links add their delay (and cap bandwidth) on top.
         for link in &self.network_config.emulated {
             if let (Some(&a), Some(&b)) = (self.sites.get(&link.a), self.sites.get(&link.b)) {
                 let measured = site_rtt.get(&b).copied().unwrap_or(0.0);
-                net.set(a, b, measured + link.rtt_ms, link.bandwidth_mbps);
+                net.set(a, b, measured + overhead + link.rtt_ms, link.bandwidth_mbps);
             }
         }
         self.network = net;
@@ -558,5 +564,56 @@ impl Core {
             threads: d.config.threads,
             batch: d.config.batch,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EmulatedLink;
+
+    fn core(network: NetworkConfig) -> Core {
+        Core::new(
+            PolicyKind::Synergai,
+            PolicyConfig::default(),
+            network,
+            4,
+            &["m".to_owned()],
+        )
+    }
+
+    #[test]
+    fn the_serving_overhead_is_planned_on_every_path() {
+        let plain = {
+            let mut c = core(NetworkConfig {
+                bandwidth_mbps: 800.0,
+                ..NetworkConfig::default()
+            });
+            let (a, b) = (c.site_id("a"), c.site_id("b"));
+            (
+                c.network.cost_ms(a, b, 1_000_000),
+                c.network.cost_ms(a, a, 0),
+            )
+        };
+        // 1 MB over 800 Mbit/s: 10 ms; no overhead, no round trip measured.
+        assert!((plain.0 - 10.0).abs() < 1e-9, "{plain:?}");
+        assert_eq!(plain.1, 0.0);
+        let mut c = core(NetworkConfig {
+            bandwidth_mbps: 800.0,
+            overhead_ms: 3.5,
+            emulated: vec![EmulatedLink {
+                a: "a".into(),
+                b: "c".into(),
+                rtt_ms: 20.0,
+                bandwidth_mbps: 100.0,
+            }],
+        });
+        let (a, b, cc) = (c.site_id("a"), c.site_id("b"), c.site_id("c"));
+        let cost = |from, to, bytes| c.network.cost_ms(from, to, bytes);
+        assert!((cost(a, b, 1_000_000) - 13.5).abs() < 1e-9);
+        // Within a site the path still costs the overhead.
+        assert!((cost(b, b, 0) - 3.5).abs() < 1e-9);
+        // An emulated link: overhead + its delay + 1 MB over 100 Mbit/s.
+        assert!((cost(a, cc, 1_000_000) - (3.5 + 20.0 + 80.0)).abs() < 1e-9);
     }
 }
