@@ -8,15 +8,34 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Histogram buckets of metrics in milliseconds (`*_ms`): 0.1 ms to 10 s.
+pub const MS_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 10000.0,
+];
+
+/// Histogram buckets of metrics in microseconds (`*_us`): 1 µs to 100 ms.
+pub const US_BUCKETS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 10000.0, 100000.0,
+];
+
 /// Installs the process-wide Prometheus recorder (binaries only: there is one per process).
+/// Histograms named `*_ms` and `*_us` are rendered as Prometheus histograms (buckets above), so
+/// they aggregate across instances.
 pub fn install_prometheus() -> Result<PrometheusHandle, String> {
+    let err = |e: metrics_exporter_prometheus::BuildError| {
+        format!("cannot install the metrics recorder: {e}")
+    };
     PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_ms".into()), MS_BUCKETS)
+        .map_err(err)?
+        .set_buckets_for_metric(Matcher::Suffix("_us".into()), US_BUCKETS)
+        .map_err(err)?
         .install_recorder()
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+        .map_err(err)
 }
 
 /// Readiness: whether the service can do its job right now.

@@ -28,9 +28,11 @@ use synergai_contract::serving::JOB_HEADER;
 use synergai_contract::trace::TraceContext;
 use synergai_contract::{ErrorBody, ErrorCode, ModelName, Subjects};
 use synergai_platform::nats::{self as pnats, NatsConfig};
-use synergai_platform::telemetry::TelemetryConfig;
+use synergai_platform::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::accept::{AdmissionConfig, Incoming, Refused, admit};
 
@@ -199,13 +201,47 @@ impl Intake {
 }
 
 /// Admits a request and hands it to the scheduler; `Ok` (its id and deadline) once JetStream
-/// has it.
+/// has it. Its span (`intake`) continues the client's trace, or starts one.
 async fn submit(
     ctx: &Ctx,
     incoming: Incoming<'_>,
     trace: Option<TraceContext>,
+    transport: &'static str,
+) -> Result<(String, i64), Refused> {
+    let span = tracing::info_span!(
+        "intake",
+        otel.kind = "server",
+        model = incoming.model,
+        transport,
+        request_id = Empty,
+        slo_ms = Empty,
+        deadline_us = Empty,
+        error.code = Empty,
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+    );
+    let next = telemetry::continue_trace(&span, trace.as_ref());
+    let result = submit_in(ctx, incoming, next, &span)
+        .instrument(span.clone())
+        .await;
+    if let Err(r) = &result {
+        span.record("error.code", r.code.as_u16());
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_message", r.message.as_str());
+    }
+    result
+}
+
+async fn submit_in(
+    ctx: &Ctx,
+    incoming: Incoming<'_>,
+    next: TraceContext,
+    span: &tracing::Span,
 ) -> Result<(String, i64), Refused> {
     let admitted = admit(&ctx.catalog, &ctx.cfg.intake, incoming, request_id())?;
+    span.record("request_id", admitted.meta.request_id.as_str());
+    span.record("slo_ms", admitted.meta.slo_ms);
+    span.record("deadline_us", admitted.meta.deadline_us);
     let limit = ctx.nats.server_info().max_payload;
     if admitted.body.len() + 2048 > limit {
         return Err(Refused::new(
@@ -216,7 +252,6 @@ async fn submit(
             ),
         ));
     }
-    let span = pnats::next_span(trace.as_ref());
     let mut headers = HeaderMap::new();
     let meta = serde_json::to_string(&admitted.meta)
         .map_err(|e| Refused::new(ErrorCode::Internal, e.to_string()))?;
@@ -226,7 +261,7 @@ async fn submit(
     if let Some(n) = admitted.header_len {
         headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.to_string().as_str());
     }
-    pnats::set_trace(&mut headers, &span);
+    pnats::set_trace(&mut headers, &next);
     let name = ModelName::parse(admitted.meta.model.as_str())?;
     let unavailable =
         |e: String| Refused::new(ErrorCode::Unavailable, format!("request not accepted: {e}"));
@@ -281,7 +316,7 @@ async fn serve_nats(
                 reply: reply.as_str(),
                 arrival_us,
             };
-            if let Err(r) = submit(&ctx, incoming, trace).await {
+            if let Err(r) = submit(&ctx, incoming, trace, "nats").await {
                 metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())
                     .increment(1);
                 let _ = pnats::reply_error(&ctx.nats, reply, r.code, &r.message).await;
@@ -410,7 +445,7 @@ async fn infer(
         reply: &inbox,
         arrival_us,
     };
-    let deadline_us = match submit(&ctx, incoming, trace).await {
+    let deadline_us = match submit(&ctx, incoming, trace, "http").await {
         Ok((_, deadline_us)) => deadline_us,
         Err(r) => {
             metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())

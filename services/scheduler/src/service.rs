@@ -25,11 +25,13 @@ use synergai_contract::store::{JobObservation, Outcome};
 use synergai_contract::trace::TraceContext;
 use synergai_contract::{ErrorCode, Subjects, Token};
 use synergai_platform::nats::{self as pnats, ReplyClaims};
-use synergai_platform::ops;
+use synergai_platform::{ops, telemetry};
 use synergai_policy::{PolicyConfig, PolicyKind, Rejection};
 use synergai_store_client::{ColdStart, EventPublisher, ProfileCache};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::config::SchedulerConfig;
 use crate::core::{Core, InFlight, Placed};
@@ -581,12 +583,39 @@ fn place_and_dispatch(
     for (job, (result, weighed)) in taken.into_iter().zip(placed) {
         let ctx = ctx.clone();
         let exclude = exclude.clone();
-        tasks.spawn(async move {
+        // The request's `schedule` span: the decision, as attributes; the worker's span is its
+        // child.
+        let span = tracing::info_span!(
+            "schedule",
+            model = job.meta.model.as_str(),
+            request_id = job.meta.request_id.as_str(),
+            policy,
+            attempt = i64::from(attempt),
+            decide_us,
+            candidates = Empty,
+            considered = Empty,
+            chosen.worker = Empty,
+            chosen.engine = Empty,
+            chosen.threads = Empty,
+            chosen.batch = Empty,
+            est.network_ms = Empty,
+            est.wait_ms = Empty,
+            est.exec_ms = Empty,
+            slack_ms = Empty,
+            rejected = Empty,
+            otel.status_code = Empty,
+            otel.status_message = Empty,
+        );
+        let next = telemetry::continue_trace(&span, job.trace.as_ref());
+        if let Ok(c) = serde_json::to_string(&weighed) {
+            span.record("candidates", c.as_str());
+        }
+        let decided = async move {
             match result {
                 Ok(p) => {
                     let event =
                         decision_event(&ctx, &job.meta, policy, decide_us, attempt, weighed);
-                    dispatch(ctx, job, p, event, exclude).await
+                    dispatch(ctx, job, p, event, exclude, next).await
                 }
                 // No worker serves the model right now (workers starting, or all lost): wait for
                 // one while the deadline allows.
@@ -602,6 +631,10 @@ fn place_and_dispatch(
                         Rejection::Hopeless { .. } => ErrorCode::DeadlineExceeded,
                         Rejection::NoWorker => ErrorCode::Unavailable,
                     };
+                    let span = tracing::Span::current();
+                    span.record("rejected", r.to_string().as_str());
+                    span.record("otel.status_code", "ERROR");
+                    span.record("otel.status_message", code.to_string().as_str());
                     lock(&ctx).pending.remove(&job.meta.request_id);
                     let mut event =
                         decision_event(&ctx, &job.meta, policy, decide_us, attempt, weighed);
@@ -618,7 +651,8 @@ fn place_and_dispatch(
                     ack_message(&ctx, job.ack.as_deref()).await;
                 }
             }
-        });
+        };
+        tasks.spawn(decided.instrument(span));
     }
 }
 
@@ -660,6 +694,7 @@ async fn dispatch(
     placed: Placed,
     mut event: DecisionEvent,
     mut exclude: Vec<String>,
+    next: TraceContext,
 ) {
     let d = placed.decision;
     let attempt = event.attempt;
@@ -680,7 +715,16 @@ async fn dispatch(
         attempt,
         body_seq: Some(job.seq),
     };
-    let span = pnats::next_span(job.trace.as_ref());
+    let span = tracing::Span::current();
+    span.record("chosen.worker", placed.worker.as_str());
+    span.record("chosen.engine", engine);
+    span.record("chosen.threads", i64::from(d.config.threads));
+    span.record("chosen.batch", i64::from(d.config.batch));
+    span.record("est.network_ms", d.network_ms);
+    span.record("est.wait_ms", d.wait_ms);
+    span.record("est.exec_ms", d.exec_ms);
+    span.record("slack_ms", d.slack_ms);
+    span.record("considered", i64::from(d.considered));
     let mut headers = HeaderMap::new();
     headers.insert(
         JOB_HEADER,
@@ -690,7 +734,7 @@ async fn dispatch(
     if let Some(n) = &job.header_len {
         headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.as_str());
     }
-    pnats::set_trace(&mut headers, &span);
+    pnats::set_trace(&mut headers, &next);
     {
         let mut core = lock(&ctx);
         core.pending.remove(&job.meta.request_id);
@@ -824,6 +868,14 @@ async fn answer(ctx: &Ctx, meta: &JobMeta, code: ErrorCode, text: &str, policy: 
         return;
     }
     metrics::counter!("synergai_scheduler_answers_total", "code" => code.to_string()).increment(1);
+    // Refused before any worker had it: a QoS violation not placed at any site.
+    metrics::counter!(
+        "synergai_qos_violations_total",
+        "model" => meta.model.clone(),
+        "policy" => policy.to_owned(),
+        "site" => "unplaced"
+    )
+    .increment(1);
     let _ = pnats::reply_error(&ctx.nats, meta.reply.as_str().into(), code, text).await;
     let total_ms = (unix_us() - meta.arrival_us) as f64 / 1000.0;
     let outcome = Outcome {

@@ -294,6 +294,7 @@ pub async fn flush_telemetry(state: Arc<StoreState>, cancel: CancellationToken) 
                 _ = state.buffer.wait(interval) => {}
             }
         }
+        metrics::gauge!("synergai_store_telemetry_pending").set(state.buffer.len() as f64);
         let batch = state.buffer.take(batch_size);
         if batch.is_empty() {
             if stopping {
@@ -428,6 +429,15 @@ pub async fn ingest_outcomes(
                         .outcomes_written
                         .fetch_add(n, Ordering::Relaxed);
                     metrics::counter!("synergai_store_ledger_rows_total").increment(n);
+                    // Write lag: from JetStream storing the outcome to its row being written.
+                    let now = time::OffsetDateTime::now_utc();
+                    for m in &acks {
+                        if let Ok(info) = m.info() {
+                            let lag = (now - info.published).as_seconds_f64() * 1000.0;
+                            metrics::histogram!("synergai_store_write_lag_ms", "kind" => "outcome")
+                                .record(lag.max(0.0));
+                        }
+                    }
                     futures_util::future::join_all(acks.iter().map(|m| m.ack())).await;
                     break;
                 }

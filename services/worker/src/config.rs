@@ -1,6 +1,7 @@
 //! Worker configuration (`synergai-worker`): identity, assets, engines, profiling defaults.
 //! Layered by `synergai_platform::config`: defaults, `SYNERGAI_CONFIG` file, `SYNERGAI_*`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,18 @@ pub struct WorkerConfig {
     pub nats: NatsConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// The operations endpoint of `serve` (`/metrics`, `/health/*`).
+    pub http: HttpConfig,
+}
+
+/// The operations endpoint (`[http]`, `SYNERGAI_HTTP__LISTEN`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/health/live` and `/health/ready` listen while serving (9104 in the
+    /// compose and Kubernetes deployments). None (the default) disables them, since several
+    /// workers often share one host.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +53,7 @@ impl Default for WorkerConfig {
             serve: ServeConfig::default(),
             nats: NatsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }

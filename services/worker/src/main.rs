@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use serde_json::json;
 use synergai_contract::profile::ProfileLine;
 use synergai_contract::store::UpsertProfiles;
-use synergai_platform::{config, cpu, nats, shutdown, telemetry};
+use synergai_platform::{config, cpu, nats, ops, shutdown, telemetry};
 use synergai_store_client::StoreClient;
 use synergai_worker::Worker;
 use synergai_worker::config::WorkerConfig;
@@ -134,13 +134,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { json } => check_cmd(&worker, json),
         Command::Info => info_cmd(&worker, &cfg),
         Command::Serve => {
+            let metrics = ops::install_prometheus().map_err(anyhow::Error::msg)?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
                 let cancel = shutdown::on_signals();
-                serve::serve(cfg, worker, cancel).await
+                serve::serve(cfg, worker, Some(metrics), cancel).await
             })?;
             Ok(())
         }

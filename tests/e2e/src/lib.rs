@@ -102,6 +102,11 @@ pub struct Cluster {
     pub subjects: Subjects,
     /// The intake's HTTP address.
     pub http: SocketAddr,
+    /// Operations endpoints (`/metrics`, `/health/*`) by process name (`store`, `scheduler`,
+    /// each worker's id); the intake's are on `http`.
+    pub ops: std::collections::HashMap<String, SocketAddr>,
+    /// Environment given to every process.
+    env: Vec<(String, String)>,
     prefix: String,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
@@ -118,6 +123,16 @@ impl Cluster {
     /// Starts store, scheduler (with `policy`), intake and `workers`, on the database at
     /// `db_url`; returns once every worker is known to the scheduler.
     pub async fn start(db_url: &str, policy: &str, workers: &[WorkerSpec]) -> Cluster {
+        Cluster::start_with_env(db_url, policy, workers, &[]).await
+    }
+
+    /// As [`Cluster::start`], with `env` set for every process (e.g. `OTEL_*`).
+    pub async fn start_with_env(
+        db_url: &str,
+        policy: &str,
+        workers: &[WorkerSpec],
+        env: &[(&str, String)],
+    ) -> Cluster {
         let prefix = unique_prefix("e2e");
         let cfg = NatsConfig {
             url: nats_url(),
@@ -131,6 +146,11 @@ impl Cluster {
             subjects: cfg.subjects(),
             nats,
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            ops: Default::default(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             prefix,
             dir: tempfile::tempdir().expect("temp dir"),
             procs: Vec::new(),
@@ -160,6 +180,9 @@ impl Cluster {
             .env("SYNERGAI_TELEMETRY__LOG_FILTER", "info")
             .stdout(Stdio::null())
             .stderr(file.try_clone().expect("log file"));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -173,10 +196,17 @@ impl Cluster {
         });
     }
 
+    /// A fresh loopback address for `name`'s operations endpoint.
+    fn ops_addr(&mut self, name: &str) -> SocketAddr {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.ops.insert(name.to_owned(), addr);
+        addr
+    }
+
     fn spawn_store(&mut self) {
         let env = [
             ("SYNERGAI_DATABASE__URL", self.db_url.clone()),
-            ("SYNERGAI_HTTP__LISTEN", "127.0.0.1:0".into()),
+            ("SYNERGAI_HTTP__LISTEN", self.ops_addr("store").to_string()),
             ("SYNERGAI_CATALOG", "assets/catalog.json".into()),
         ];
         self.spawn("store", "synergai-store", &[], &env);
@@ -190,7 +220,10 @@ impl Cluster {
     /// Starts (or restarts) the scheduler.
     pub fn spawn_scheduler(&mut self) {
         let env = [
-            ("SYNERGAI_HTTP__LISTEN", "127.0.0.1:0".into()),
+            (
+                "SYNERGAI_HTTP__LISTEN",
+                self.ops_addr("scheduler").to_string(),
+            ),
             ("SYNERGAI_SCHEDULER__POLICY", self.policy.clone()),
             ("SYNERGAI_SCHEDULER__LOST_AFTER_HEARTBEATS", "4".into()),
             ("SYNERGAI_SCHEDULER__REDELIVER_AFTER_MS", "2000".into()),
@@ -208,13 +241,15 @@ impl Cluster {
         let models: Vec<String> = w.models.iter().map(|m| format!("{m:?}")).collect();
         let toml = format!(
             "[worker]\nid = {:?}\nsite = {:?}\ntier = {:?}\ndevice_class = {:?}\ncores = {:?}\n\n\
-             [serve]\nmodels = [{}]\nbatches = [1, 2]\nheartbeat_ms = 100\n",
+             [serve]\nmodels = [{}]\nbatches = [1, 2]\nheartbeat_ms = 100\n\n\
+             [http]\nlisten = \"{}\"\n",
             w.id,
             w.site,
             w.tier,
             w.device_class,
             w.cores,
-            models.join(", ")
+            models.join(", "),
+            self.ops_addr(&w.id),
         );
         let path = self.dir.path().join(format!("{}.toml", w.id));
         std::fs::write(&path, toml).expect("worker config");

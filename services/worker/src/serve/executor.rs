@@ -295,7 +295,11 @@ impl Executor {
                 let this = &self;
                 queue.next_group(|head, group, cand| this.mergeable(head, group, cand))
             };
-            let Some(group) = group else { break };
+            let Some(mut group) = group else { break };
+            for job in &mut group {
+                // Out of the queue: its `queue` span ends here.
+                job.waiting = tracing::Span::none();
+            }
             let now = unix_us();
             let (expired, live): (Vec<Job>, Vec<Job>) = group
                 .into_iter()
@@ -307,7 +311,28 @@ impl Executor {
                 continue;
             }
             let started = Instant::now();
-            let message = match self.run_group(&live) {
+            let spans: Vec<tracing::Span> = live
+                .iter()
+                .map(|j| {
+                    tracing::info_span!(
+                        parent: &j.span,
+                        "inference",
+                        engine = j.meta.engine.as_str(),
+                        threads = i64::from(j.meta.threads),
+                        jobs_in_run = live.len() as i64,
+                        exec_ms = tracing::field::Empty,
+                    )
+                })
+                .collect();
+            let ran = self.run_group(&live);
+            if let Ok((_, runs)) = &ran {
+                let exec_ms: f64 = runs.iter().map(|r| r.exec_ms).sum();
+                for s in &spans {
+                    s.record("exec_ms", exec_ms);
+                }
+            }
+            drop(spans);
+            let message = match ran {
                 Ok((outputs, runs)) => Done::Ran {
                     jobs: live,
                     outputs,

@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream;
+use async_nats::service::ServiceExt;
 use async_nats::{Client, HeaderMap, Message};
 use futures_util::StreamExt;
+use metrics_exporter_prometheus::PrometheusHandle;
 use synergai_contract::headers::INFERENCE_HEADER_CONTENT_LENGTH;
 use synergai_contract::oip::{
     InferenceResponse, ReplyParameters, decode_request, parse_header_len,
@@ -27,9 +29,11 @@ use synergai_contract::serving::{
 use synergai_contract::store::{JobObservation, Outcome, ProfileKey, WorkerStatus};
 use synergai_contract::{ErrorCode, Tensor, Token};
 use synergai_platform::nats::{self as pnats, ReplyClaims};
+use synergai_platform::{ops, telemetry};
 use synergai_store_client::{ColdStart, EventPublisher, ProfileCache};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 
 use self::executor::{Done, Executor};
 use self::queue::{Job, JobQueue};
@@ -77,10 +81,16 @@ struct Ctx {
     loaded: Vec<LoadedConfig>,
 }
 
-/// Runs the worker service until `cancel`, then drains.
+/// The name workers answer to on the NATS services API (`$SRV.PING.synergai-worker`, `INFO`,
+/// `STATS`).
+pub const SERVICE_NAME: &str = "synergai-worker";
+
+/// Runs the worker service until `cancel`, then drains. `metrics` is rendered on the operations
+/// endpoint (`[http] listen`), when one is configured.
 pub async fn serve(
     cfg: WorkerConfig,
     worker: Worker,
+    metrics: Option<PrometheusHandle>,
     cancel: CancellationToken,
 ) -> Result<(), ServeError> {
     let id = Token::parse(cfg.worker.id.as_str())
@@ -206,10 +216,52 @@ pub async fn serve(
         loaded,
     });
 
-    let jobs = nats
-        .subscribe(subjects.worker_jobs(&id))
+    // Jobs arrive on an endpoint of the NATS services API, so standard tooling (`nats micro
+    // ls/info/stats`) lists every worker with its identity and counts its jobs.
+    let metadata: std::collections::HashMap<String, String> = [
+        ("worker", id.to_string()),
+        ("site", ctx.status.site.clone()),
+        ("tier", ctx.status.tier.to_string()),
+        ("arch", ctx.status.arch.clone()),
+        ("device_class", ctx.status.device_class.clone()),
+        ("models", ctx.served.join(",")),
+        ("subject_prefix", cfg.nats.subject_prefix.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let stats_queue = queue.clone();
+    let service = nats
+        .service_builder()
+        .description("SynergAI inference worker: takes dispatched jobs and runs them")
+        .metadata(metadata)
+        .stats_handler(move |_endpoint, _stats| {
+            let v = stats_queue.view();
+            serde_json::json!({
+                "queued": v.queued,
+                "running": v.running,
+                "backlog_ms": v.backlog_ms,
+                "draining": v.draining,
+            })
+        })
+        .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
         .await
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
+        .map_err(|e| ServeError::Setup(format!("NATS services API: {e}")))?;
+    let jobs = service
+        .endpoint_builder()
+        .name("jobs")
+        .add(subjects.worker_jobs(&id))
+        .await
+        .map_err(|e| ServeError::Setup(format!("jobs endpoint: {e}")))?;
+    let ops_stop = CancellationToken::new();
+    if let Some(addr) = cfg.http.listen {
+        let ready_queue = queue.clone();
+        let ready: ops::Readiness = Arc::new(move || !ready_queue.view().draining);
+        let (bound, _task) = ops::serve(addr, metrics, ready, ops_stop.clone())
+            .await
+            .map_err(|e| ServeError::Setup(format!("operations endpoint on {addr}: {e}")))?;
+        tracing::info!(%bound, "operations endpoint listening");
+    }
     let pings = nats
         .subscribe(subjects.worker_ping(&id))
         .await
@@ -255,6 +307,10 @@ pub async fn serve(
     heartbeats.cancel();
     let _ = beater.await;
     heartbeat(&ctx).await;
+    if let Err(e) = service.stop().await {
+        tracing::warn!(error = %e, "NATS services API not stopped cleanly");
+    }
+    ops_stop.cancel();
     let _ = follower.await;
     if let Err(e) = nats.flush().await {
         tracing::warn!(error = %e, "NATS flush at shutdown failed");
@@ -277,12 +333,12 @@ async fn answer_pings(nats: Client, mut pings: async_nats::Subscriber, stop: Can
 
 async fn take_jobs(
     ctx: Arc<Ctx>,
-    mut jobs: async_nats::Subscriber,
+    mut jobs: async_nats::service::endpoint::Endpoint,
     worker: Arc<Worker>,
     stop: CancellationToken,
 ) {
     loop {
-        let msg = tokio::select! {
+        let request = tokio::select! {
             _ = stop.cancelled() => return,
             m = jobs.next() => match m { Some(m) => m, None => return },
         };
@@ -290,11 +346,10 @@ async fn take_jobs(
         // next job (the queue orders them).
         let (ctx, worker) = (ctx.clone(), worker.clone());
         tokio::spawn(async move {
-            let reply = msg.reply.clone();
-            let ack = accept(&ctx, &worker, msg).await;
-            if let Some(reply) = reply {
+            let ack = accept(&ctx, &worker, request.message.clone()).await;
+            if request.message.reply.is_some() {
                 let body = serde_json::to_vec(&ack).unwrap_or_default();
-                let _ = ctx.nats.publish(reply, body.into()).await;
+                let _ = request.respond(Ok(body.into())).await;
             }
         });
     }
@@ -338,7 +393,30 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
             queued,
         );
     }
-    let trace = pnats::next_span(pnats::trace_of(msg.headers.as_ref()).as_ref());
+    // The request's `worker` span (a child of the scheduler's), open until it is answered, with
+    // `queue` and `inference` children.
+    let span = tracing::info_span!(
+        "worker",
+        otel.kind = "consumer",
+        request_id = meta.job.request_id.as_str(),
+        model = meta.job.model.as_str(),
+        worker = ctx.status.id.as_str(),
+        site = ctx.status.site.as_str(),
+        device_class = ctx.status.device_class.as_str(),
+        engine = meta.engine.as_str(),
+        threads = i64::from(meta.threads),
+        batch = i64::from(meta.batch),
+        attempt = i64::from(meta.attempt),
+        queue_ms = Empty,
+        exec_ms = Empty,
+        total_ms = Empty,
+        violated = Empty,
+        error.code = Empty,
+        otel.status_code = Empty,
+        otel.status_message = Empty,
+    );
+    let trace = telemetry::continue_trace(&span, pnats::trace_of(msg.headers.as_ref()).as_ref());
+    let waiting = tracing::info_span!(parent: &span, "queue", priority_us = meta.priority_us);
     // The body: in the work queue stream (the scheduler sends only its sequence), or inline.
     let (payload, headers) = match meta.body_seq {
         Some(seq) if msg.payload.is_empty() => match fetch_body(ctx, seq).await {
@@ -379,6 +457,8 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
                 binary_output: false,
                 client_id: None,
                 trace,
+                span,
+                waiting,
                 received: Instant::now(),
             };
             answer_error(ctx, &job, code, &text).await;
@@ -396,6 +476,8 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         binary_output: req.binary_output,
         client_id: req.id,
         trace,
+        span,
+        waiting,
         received: Instant::now(),
     };
     match ctx.queue.push(job) {
@@ -420,6 +502,11 @@ async fn heartbeat_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
 
 async fn heartbeat(ctx: &Ctx) {
     let view = ctx.queue.view();
+    let worker = ctx.status.id.clone();
+    metrics::gauge!("synergai_worker_queue_depth", "worker" => worker.clone())
+        .set(view.queued as f64);
+    metrics::gauge!("synergai_worker_running", "worker" => worker.clone()).set(view.running as f64);
+    metrics::gauge!("synergai_worker_backlog_ms", "worker" => worker).set(view.backlog_ms);
     let hb = WorkerHeartbeat {
         status: ctx.status.clone(),
         seq: ctx.heartbeat_seq.fetch_add(1, Ordering::Relaxed),
@@ -468,6 +555,7 @@ fn outcome(
     let now = unix_us();
     let total_ms = (now - job.meta.job.arrival_us) as f64 / 1000.0;
     let violated = code != 200 || total_ms > job.meta.job.slo_ms;
+    record_answer(ctx, job, code, total_ms, violated);
     Outcome {
         request_id: job.meta.job.request_id.clone(),
         model: job.meta.job.model.clone(),
@@ -495,8 +583,35 @@ fn outcome(
     }
 }
 
+/// Counts one answered request: by code, and as a QoS violation (with its excess time when it was
+/// served late) by model, policy and site.
+fn record_answer(ctx: &Ctx, job: &Job, code: u16, total_ms: f64, violated: bool) {
+    let model = job.meta.job.model.clone();
+    metrics::counter!(
+        "synergai_worker_requests_total",
+        "model" => model.clone(),
+        "code" => code.to_string()
+    )
+    .increment(1);
+    if violated {
+        let labels = [
+            ("model", model),
+            ("policy", job.meta.policy.clone()),
+            ("site", ctx.status.site.clone()),
+        ];
+        metrics::counter!("synergai_qos_violations_total", &labels).increment(1);
+        if code == 200 {
+            metrics::histogram!("synergai_qos_excess_ms", &labels)
+                .record(total_ms - job.meta.job.slo_ms);
+        }
+    }
+}
+
 /// Answers a job with an error (claimed) and records its outcome.
 async fn answer_error(ctx: &Ctx, job: &Job, code: ErrorCode, text: &str) {
+    job.span.record("error.code", code.as_u16());
+    job.span.record("otel.status_code", "ERROR");
+    job.span.record("otel.status_message", text);
     if claim(ctx, job).await {
         let reply = async_nats::Subject::from(job.meta.job.reply.as_str());
         let _ = pnats::reply_error(&ctx.nats, reply, code, text).await;
@@ -606,6 +721,10 @@ async fn send_reply(
             .collect()
     };
     let total_ms = (unix_us() - m.job.arrival_us) as f64 / 1000.0;
+    job.span.record("queue_ms", queue_ms);
+    job.span.record("exec_ms", exec_ms);
+    job.span.record("total_ms", total_ms);
+    job.span.record("violated", total_ms > m.job.slo_ms);
     let params = ReplyParameters {
         request_id: m.job.request_id.clone(),
         site: ctx.status.site.clone(),
@@ -660,5 +779,11 @@ async fn send_reply(
             let _ = pnats::reply_error(&ctx.nats, reply, ErrorCode::Internal, &e.to_string()).await;
         }
     }
-    metrics::histogram!("synergai_worker_exec_ms", "model" => m.job.model.clone(), "engine" => m.engine.clone()).record(exec_ms);
+    metrics::histogram!(
+        "synergai_worker_exec_ms",
+        "model" => m.job.model.clone(),
+        "engine" => m.engine.clone(),
+        "device_class" => ctx.status.device_class.clone()
+    )
+    .record(exec_ms);
 }

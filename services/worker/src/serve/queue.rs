@@ -23,8 +23,12 @@ pub struct Job {
     pub binary_output: bool,
     /// The client's own request id, echoed in the response.
     pub client_id: Option<String>,
-    /// This worker's span of the request's trace.
+    /// This worker's span of the request's trace, as sent on with the reply.
     pub trace: TraceContext,
+    /// The same span, open until the job is answered.
+    pub span: tracing::Span,
+    /// Its `queue` child span, open while the job waits in the queue.
+    pub waiting: tracing::Span,
     /// When the worker received it.
     pub received: Instant,
 }
@@ -261,6 +265,8 @@ mod tests {
             binary_output: false,
             client_id: None,
             trace: TraceContext::root([1; 24]),
+            span: tracing::Span::none(),
+            waiting: tracing::Span::none(),
             received: Instant::now(),
         }
     }

@@ -1,0 +1,792 @@
+#!/usr/bin/env python3
+"""Validate SynergAI's deployment files (run by scripts/validate-deploy, which installs the tools).
+
+Checks, each failing the run with a message naming the file and the thing at fault:
+
+1. compose/compose.yaml through a real compose implementation's `config` (docker-compose 1.29.2,
+   which validates against the compose schema and resolves anchors, interpolation, profiles).
+2. Every kustomization under k8s/ (base and overlays) rendered by kustomize, and every rendered
+   object validated against the Kubernetes JSON schemas (kubernetes-validate, strict: unknown
+   fields are errors) for each Kubernetes version asked for.
+3. Cross-checks against the workspace: every SynergAI image and Dockerfile target, every binary
+   and subcommand a container runs, every SYNERGAI_* variable and every key of the TOML config
+   files mounted for a service maps to a real field of that binary's config struct (parsed from
+   the Rust source), every host a service is told to reach exists (and, in compose, shares a
+   network with it), health checks, probes and scrape targets use the port the service listens
+   on, workers are placed by kubernetes.io/arch and site labels.
+
+Warnings (not failures): metrics named in the Grafana dashboard that no Rust source mentions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+ENV_PREFIX = "SYNERGAI_"
+ENV_CONFIG_FILE = "SYNERGAI_CONFIG"
+
+
+class Report:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, msg: str) -> None:
+        self.errors.append(msg)
+        print(f"  FAIL {msg}", flush=True)
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        print(f"  warn {msg}", flush=True)
+
+    def ok(self, msg: str) -> None:
+        print(f"  ok   {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------ the workspace
+
+
+@dataclass
+class Struct:
+    name: str
+    path: Path
+    fields: dict[str, str]  # field -> type text
+
+
+@dataclass
+class Binary:
+    name: str
+    crate_dir: Path
+    main: Path
+    subcommands: set[str] = field(default_factory=set)
+    takes_subcommand: bool = False
+    config_root: str | None = None  # struct loaded by config::load
+    clap_env: set[str] = field(default_factory=set)
+
+
+def kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def parse_structs(src: Path) -> list[Struct]:
+    out = []
+    roots = [src / "crates", src / "services", src / "loadgen"]
+    for root in roots:
+        for path in sorted(root.rglob("*.rs")):
+            if "/tests/" in str(path) or "/target/" in str(path):
+                continue
+            text = path.read_text(encoding="utf-8", errors="replace")
+            for m in re.finditer(r"^pub struct (\w+)(?:<[^>]*>)?\s*\{\n(.*?)^\}", text, re.M | re.S):
+                fields = {}
+                for fm in re.finditer(r"^\s+pub (\w+):\s*(.+?),\s*$", m.group(2), re.M):
+                    fields[fm.group(1)] = fm.group(2)
+                out.append(Struct(m.group(1), path, fields))
+    return out
+
+
+class ConfigSchema:
+    """Key paths of a config struct, as the `config` crate sees them."""
+
+    def __init__(self, structs: list[Struct]):
+        self.by_name: dict[str, list[Struct]] = {}
+        for s in structs:
+            self.by_name.setdefault(s.name, []).append(s)
+
+    def resolve(self, type_text: str, near: Path) -> tuple[str, Struct | None]:
+        """('struct', s) | ('map', None) | ('leaf', None)."""
+        t = type_text.strip()
+        m = re.fullmatch(r"Option<(.+)>", t)
+        if m:
+            return self.resolve(m.group(1), near)
+        if re.match(r"(std::collections::)?(BTreeMap|HashMap)<", t):
+            return "map", None
+        if t.startswith("Vec<"):
+            return "leaf", None
+        last = t.split("::")[-1]
+        candidates = self.by_name.get(last, [])
+        if not candidates:
+            return "leaf", None
+        # Same crate first (several crates have their own `HttpConfig`).
+        crate = crate_dir_of(near)
+        for c in candidates:
+            if crate_dir_of(c.path) == crate:
+                return "struct", c
+        return "struct", candidates[0]
+
+    def root(self, name: str, main: Path) -> Struct | None:
+        kind, s = self.resolve(name, main)
+        return s if kind == "struct" else None
+
+    def check(self, root: Struct, path: list[str]) -> str | None:
+        """None if `path` names a key of `root`, else why not."""
+        cur = root
+        for i, key in enumerate(path):
+            if key not in cur.fields:
+                known = ", ".join(sorted(cur.fields))
+                where = ".".join(path[:i]) or "(top level)"
+                return f"no key `{key}` in [{where}] of {root.name} ({cur.name} has: {known})"
+            kind, nxt = self.resolve(cur.fields[key], cur.path)
+            if kind == "map":
+                return None  # any sub-key (e.g. intake.slo_ms.<model>)
+            if kind == "leaf":
+                if i != len(path) - 1:
+                    return f"`{'.'.join(path[: i + 1])}` of {root.name} is a value, not a section"
+                return None
+            assert nxt is not None
+            cur = nxt
+        return f"`{'.'.join(path)}` of {root.name} is a section, not a value"
+
+
+def crate_dir_of(path: Path) -> Path:
+    p = path.parent
+    while p != p.parent and not (p / "Cargo.toml").exists():
+        p = p.parent
+    return p
+
+
+def workspace_binaries(src: Path) -> dict[str, Binary]:
+    ws = tomllib.loads((src / "Cargo.toml").read_text())
+    bins: dict[str, Binary] = {}
+    for member in ws["workspace"]["members"]:
+        crate = src / member
+        manifest = tomllib.loads((crate / "Cargo.toml").read_text())
+        pkg = manifest["package"]["name"]
+        entries = [(b["name"], crate / b.get("path", "src/main.rs")) for b in manifest.get("bin", [])]
+        if not entries and (crate / "src/main.rs").exists():
+            entries = [(pkg, crate / "src/main.rs")]
+        for name, main in entries:
+            b = Binary(name, crate, main)
+            text = main.read_text()
+            m = re.search(r"enum Command \{\n(.*?)^\}", text, re.M | re.S)
+            if m:
+                b.takes_subcommand = True
+                b.subcommands = {kebab(v) for v in re.findall(r"^    ([A-Z]\w*)", m.group(1), re.M)}
+            m = re.search(r"config::load\(\s*&(\w+)::default\(\)", text)
+            if m:
+                b.config_root = m.group(1)
+            for rs in crate.rglob("src/**/*.rs"):
+                b.clap_env |= set(re.findall(r'\benv\s*=\s*"([A-Z0-9_]+)"', rs.read_text()))
+            bins[name] = b
+    return bins
+
+
+def rust_metric_names(src: Path) -> set[str]:
+    names = set()
+    for root in (src / "crates", src / "services", src / "loadgen"):
+        for rs in root.rglob("*.rs"):
+            names |= set(re.findall(r'"(synergai_[a-z0-9_]+)"', rs.read_text(errors="replace")))
+    return names
+
+
+# ------------------------------------------------------------------------------ Dockerfile
+
+
+@dataclass
+class Target:
+    name: str
+    entrypoint: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def dockerfile_targets(path: Path) -> dict[str, Target]:
+    targets: dict[str, Target] = {}
+    cur: Target | None = None
+    text = re.sub(r"\\\n", " ", path.read_text())
+    for line in text.splitlines():
+        line = line.strip()
+        m = re.match(r"FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", line, re.I)
+        if m:
+            cur = Target(m.group(2) or m.group(1))
+            parent = targets.get(m.group(1))
+            if parent:
+                cur.entrypoint, cur.env = parent.entrypoint, dict(parent.env)
+            targets[cur.name] = cur
+            continue
+        if cur is None:
+            continue
+        m = re.match(r"ENTRYPOINT\s+(\[.*\])", line)
+        if m:
+            cur.entrypoint = Path(json.loads(m.group(1))[0]).name
+        m = re.match(r"ENV\s+(\w+)=(\S+)", line)
+        if m:
+            cur.env[m.group(1)] = m.group(2)
+    return targets
+
+
+def dockerfile_copied_binaries(path: Path) -> set[str]:
+    m = re.search(r"for b in ([^;]+); do", path.read_text())
+    return set(m.group(1).split()) if m else set()
+
+
+# ------------------------------------------------------------------------------ shared checks
+
+
+class Workspace:
+    def __init__(self, src: Path, deploy: Path, report: Report):
+        self.src, self.deploy, self.r = src, deploy, report
+        self.bins = workspace_binaries(src)
+        self.schema = ConfigSchema(parse_structs(src))
+        self.dockerfile = deploy / "docker" / "Dockerfile"
+        self.targets = dockerfile_targets(self.dockerfile) if self.dockerfile.exists() else {}
+
+    def image_binary(self, where: str, image: str) -> Binary | None:
+        """The binary a SynergAI image runs: image `[registry/]synergai-<target>[:tag]`."""
+        repo = image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+        target = repo.removeprefix("synergai-")
+        t = self.targets.get(target)
+        if t is None:
+            self.r.error(f"{where}: image {image!r} names no target of docker/Dockerfile "
+                         f"(targets: {', '.join(sorted(self.targets))})")
+            return None
+        if not t.entrypoint or t.entrypoint not in self.bins:
+            self.r.error(f"{where}: Dockerfile target {target!r} runs {t.entrypoint!r}, not a workspace binary "
+                         f"({', '.join(sorted(self.bins))})")
+            return None
+        if repo != t.entrypoint:
+            self.r.error(f"{where}: image {repo!r} should be named after its binary {t.entrypoint!r}")
+        return self.bins[t.entrypoint]
+
+    def check_command(self, where: str, b: Binary, args: list[str]) -> None:
+        if not args or args[0].startswith("-"):
+            return
+        if not b.takes_subcommand:
+            self.r.error(f"{where}: {b.name} takes no subcommand, but is run with {args!r}")
+        elif args[0] not in b.subcommands:
+            self.r.error(f"{where}: {b.name} has no subcommand {args[0]!r} ({', '.join(sorted(b.subcommands))})")
+
+    def check_env(self, where: str, b: Binary, name: str) -> None:
+        if not name.startswith(ENV_PREFIX):
+            return
+        if name in b.clap_env:
+            return
+        if b.config_root is None:
+            self.r.error(f"{where}: {name} is read by nothing in {b.name} (no config::load, no clap env of that name)")
+            return
+        if name == ENV_CONFIG_FILE:
+            return
+        root = self.schema.root(b.config_root, b.main)
+        if root is None:
+            self.r.error(f"{where}: config struct {b.config_root} of {b.name} not found in the source")
+            return
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        why = self.schema.check(root, path)
+        if why:
+            self.r.error(f"{where}: {name} -> `{'.'.join(path)}`: {why}")
+
+    def check_toml(self, where: str, b: Binary, text: str) -> None:
+        if b.config_root is None:
+            self.r.error(f"{where}: {b.name} reads no config file")
+            return
+        root = self.schema.root(b.config_root, b.main)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            self.r.error(f"{where}: not TOML: {e}")
+            return
+        assert root is not None
+
+        def walk(d: dict, st: Struct, prefix: list[str]) -> None:
+            for k, v in d.items():
+                path = prefix + [k]
+                dotted = ".".join(path)
+                if k not in st.fields:
+                    self.r.error(f"{where}: `{dotted}`: no key `{k}` in {st.name} "
+                                 f"(it has: {', '.join(sorted(st.fields))})")
+                    continue
+                kind, nxt = self.schema.resolve(st.fields[k], st.path)
+                if kind == "struct":
+                    if not isinstance(v, dict):
+                        self.r.error(f"{where}: `{dotted}` is a section ({nxt.name}), given a value")
+                    else:
+                        walk(v, nxt, path)
+                elif kind == "leaf" and isinstance(v, dict):
+                    self.r.error(f"{where}: `{dotted}` is a value, given a section")
+
+        walk(data, root, [])
+
+
+def listen_port(env: dict[str, str]) -> int | None:
+    v = env.get("SYNERGAI_HTTP__LISTEN")
+    if not v:
+        return None
+    try:
+        return int(v.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def url_host(value: str) -> list[str]:
+    hosts = []
+    for part in value.split(","):
+        part = part.strip()
+        if "://" in part:
+            h = urlparse(part).hostname
+            if h:
+                hosts.append(h)
+    return hosts
+
+
+# ------------------------------------------------------------------------------ compose
+
+
+def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
+    compose_file = ws.deploy / "compose" / "compose.yaml"
+    print(f"compose: {compose_file.relative_to(ws.deploy)} through `docker-compose config`", flush=True)
+    cmd = [compose_bin, "-f", str(compose_file), "--profile", "tools", "--profile", "observability", "config"]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=compose_file.parent)
+    if p.returncode != 0:
+        r.error(f"compose/compose.yaml rejected by docker-compose config:\n{p.stderr.strip() or p.stdout.strip()}")
+        return
+    cfg = yaml.safe_load(p.stdout)
+    services = cfg.get("services", {})
+    r.ok(f"docker-compose config: {len(services)} services ({', '.join(services)})")
+
+    def nets(svc: dict) -> set[str]:
+        n = svc.get("networks") or {"default": None}
+        return set(n if isinstance(n, dict) else n)
+
+    synergai = 0
+    for name, svc in services.items():
+        where = f"compose service {name}"
+        env = {k: "" if v is None else str(v) for k, v in (svc.get("environment") or {}).items()}
+        image = svc.get("image", "")
+        # Hosts a service is told to reach must be services on a network it shares.
+        for k, v in env.items():
+            if k.endswith("_URL") or k.endswith("_ENDPOINT"):
+                for host in url_host(v):
+                    if host in ("localhost", "127.0.0.1"):
+                        continue
+                    if host not in services:
+                        r.error(f"{where}: {k} points at {host!r}, which is no service")
+                    elif not nets(svc) & nets(services[host]):
+                        r.error(f"{where}: {k} points at {host!r}, which shares no network with it "
+                                f"({sorted(nets(svc))} vs {sorted(nets(services[host]))})")
+        for dep in (svc.get("depends_on") or {}):
+            if dep not in services:
+                r.error(f"{where}: depends on unknown service {dep!r}")
+        if not re.search(r"(^|/)synergai-", image):
+            continue
+        synergai += 1
+        b = ws.image_binary(where, image)
+        if b is None:
+            continue
+        build = svc.get("build")
+        if build:
+            if isinstance(build, dict):
+                tgt = build.get("target")
+                if Path(build.get("dockerfile", "")).name != "Dockerfile" or tgt is None:
+                    r.error(f"{where}: build must name docker/Dockerfile and a target")
+                elif f"synergai-{tgt}" != image.split(":")[0].rsplit("/", 1)[-1]:
+                    r.error(f"{where}: builds target {tgt!r} but is tagged {image!r}")
+        else:
+            r.error(f"{where}: a SynergAI image without a build section (compose would try to pull {image!r})")
+        cmd_args = svc.get("command") or []
+        if isinstance(cmd_args, str):
+            cmd_args = cmd_args.split()
+        ws.check_command(where, b, cmd_args)
+        for k in env:
+            ws.check_env(where, b, k)
+        # A mounted config file named by SYNERGAI_CONFIG.
+        if ENV_CONFIG_FILE in env:
+            mounted = None
+            for v in svc.get("volumes") or []:
+                if isinstance(v, str):
+                    parts = v.split(":")
+                    src, dst = parts[0], parts[1] if len(parts) > 1 else ""
+                else:
+                    src, dst = v.get("source", ""), v.get("target", "")
+                if dst == env[ENV_CONFIG_FILE]:
+                    mounted = Path(src)
+            if mounted is None:
+                r.error(f"{where}: SYNERGAI_CONFIG={env[ENV_CONFIG_FILE]} is not a mounted file")
+            elif not mounted.is_file():
+                r.error(f"{where}: config file {mounted} does not exist")
+            else:
+                ws.check_toml(f"{where} ({mounted.name})", b, mounted.read_text())
+        # The health check probes the port the service listens on.
+        hc = svc.get("healthcheck") or {}
+        port = listen_port(env) or listen_port(ws.targets.get(image.split(":")[0].rsplit("/", 1)[-1].removeprefix("synergai-"), Target("")).env)
+        test = " ".join(hc.get("test", [])) if isinstance(hc.get("test"), list) else str(hc.get("test", ""))
+        if not hc.get("disable") and test != "NONE" and b.name != "synergai-loadgen":
+            if not test:
+                r.error(f"{where}: no healthcheck")
+            elif "SYNERGAI_HTTP__LISTEN" not in test and (port is None or f":{port}/" not in test):
+                r.error(f"{where}: healthcheck {test!r} does not probe its listen port {port}")
+    r.ok(f"compose: {synergai} SynergAI services checked against the workspace")
+
+    # Prometheus scrape targets: a service, on the port it listens on.
+    prom = ws.deploy / "compose" / "prometheus" / "prometheus.yml"
+    if prom.exists():
+        pcfg = yaml.safe_load(prom.read_text())
+        n = 0
+        for job in pcfg.get("scrape_configs", []):
+            for sc in job.get("static_configs", []):
+                for t in sc.get("targets", []):
+                    host, _, port = t.partition(":")
+                    n += 1
+                    svc = services.get(host)
+                    if svc is None:
+                        r.error(f"prometheus.yml job {job['job_name']}: target {t} is no compose service")
+                        continue
+                    env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+                    lp = listen_port(env)
+                    if lp is not None and str(lp) != port:
+                        r.error(f"prometheus.yml job {job['job_name']}: target {t}, but {host} listens on {lp}")
+        r.ok(f"prometheus.yml: {n} scrape targets match services and ports")
+
+    dash = ws.deploy / "compose" / "grafana" / "dashboards" / "synergai.json"
+    if dash.exists():
+        known = rust_metric_names(ws.src)
+        d = json.loads(dash.read_text())
+        missing: dict[str, list[str]] = {}
+        for p in d.get("panels", []):
+            for t in p.get("targets", []):
+                for m in re.findall(r"\b(synergai_[a-z0-9_]+)", t.get("expr", "")):
+                    base = re.sub(r"_(bucket|count|sum)$", "", m)
+                    if m not in known and base not in known:
+                        missing.setdefault(base, []).append(p["title"])
+        if missing:
+            for m, panels in sorted(missing.items()):
+                r.warn(f"dashboard: metric {m} is not in the Rust source yet (panel: {panels[0]})")
+        else:
+            r.ok("dashboard: every metric exists in the Rust source")
+
+
+# ------------------------------------------------------------------------------ kubernetes
+
+
+def check_k8s(ws: Workspace, kubectl: list[str], validate_bin: str, versions: list[str], r: Report) -> None:
+    k8s = ws.deploy / "k8s"
+    dirs = sorted({p.parent for p in k8s.rglob("kustomization.yaml")})
+    if not dirs:
+        r.error("k8s/: no kustomization.yaml")
+        return
+    overlays = [d for d in dirs if d.parent.name == "overlays"]
+    if not overlays:
+        r.error("k8s/overlays: no overlay")
+    for d in dirs:
+        rel = d.relative_to(ws.deploy)
+        print(f"k8s: {rel}", flush=True)
+        p = subprocess.run(kubectl + [str(d)], capture_output=True, text=True)
+        if p.returncode != 0:
+            r.error(f"{rel}: kustomize failed:\n{p.stderr.strip()}")
+            continue
+        docs = [x for x in yaml.safe_load_all(p.stdout) if x]
+        r.ok(f"kustomize rendered {len(docs)} objects")
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(p.stdout)
+            rendered = f.name
+        for v in versions:
+            vp = subprocess.run([validate_bin, "--strict", "--quiet", "-k", v, rendered], capture_output=True, text=True)
+            out = (vp.stdout + vp.stderr).strip()
+            if vp.returncode != 0:
+                r.error(f"{rel}: schema validation against Kubernetes {v} failed:\n{out.replace(rendered, str(rel))}")
+            else:
+                r.ok(f"kubernetes-validate --strict, Kubernetes {v}: {len(docs)} objects valid")
+        Path(rendered).unlink()
+        check_rendered(ws, rel, docs, dev=d.name == "dev", r=r)
+
+
+def check_rendered(ws: Workspace, rel: Path, docs: list[dict], dev: bool, r: Report) -> None:
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    services = set(by_kind.get("Service", {}))
+    cms = by_kind.get("ConfigMap", {})
+    pdb_selectors = [d["spec"]["selector"].get("matchLabels", {}) for d in by_kind.get("PodDisruptionBudget", {}).values()]
+    hpa_targets = {d["spec"]["scaleTargetRef"]["name"] for d in by_kind.get("HorizontalPodAutoscaler", {}).values()}
+    n = 0
+    for kind in ("Deployment", "StatefulSet", "Job"):
+        for name, obj in by_kind.get(kind, {}).items():
+            pod = obj["spec"]["template"]["spec"]
+            pod_labels = obj["spec"]["template"]["metadata"].get("labels", {})
+            where = f"{rel}: {kind} {name}"
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for c in pod.get("containers", []):
+                cw = f"{where} container {c['name']}"
+                res = c.get("resources", {})
+                if not res.get("requests") or not res.get("limits"):
+                    r.error(f"{cw}: needs resource requests and limits")
+                env: dict[str, str] = {}
+                for ef in c.get("envFrom", []):
+                    ref = ef.get("configMapRef", {}).get("name")
+                    if ref:
+                        if ref not in cms:
+                            r.error(f"{cw}: envFrom ConfigMap {ref!r} is not in the rendered output")
+                        else:
+                            env.update({k: str(v) for k, v in cms[ref].get("data", {}).items()})
+                for e in c.get("env", []):
+                    env[e["name"]] = str(e.get("value", ""))
+                    ref = e.get("valueFrom", {}).get("configMapKeyRef")
+                    if ref and ref["name"] not in cms:
+                        r.error(f"{cw}: env {e['name']} refers to missing ConfigMap {ref['name']!r}")
+                for k, v in env.items():
+                    if k.endswith("_URL") or k.endswith("_ENDPOINT"):
+                        for host in url_host(v):
+                            if host.split(".")[0] not in services and host not in ("localhost", "127.0.0.1"):
+                                r.error(f"{cw}: {k} points at {host!r}, which is no Service here")
+                image = c.get("image", "")
+                if not re.search(r"(^|/)synergai-", image):
+                    continue
+                n += 1
+                b = ws.image_binary(cw, image)
+                if b is None:
+                    continue
+                ws.check_command(cw, b, c.get("args") or [])
+                if c.get("command"):
+                    r.error(f"{cw}: overrides the image's entrypoint ({c['command']!r}); use args")
+                for k in env:
+                    ws.check_env(cw, b, k)
+                if ENV_CONFIG_FILE in env:
+                    cfg_path = Path(env[ENV_CONFIG_FILE])
+                    found = None
+                    for m in c.get("volumeMounts", []):
+                        if cfg_path.parent == Path(m["mountPath"]) or cfg_path == Path(m["mountPath"]):
+                            vol = volumes.get(m["name"], {})
+                            cm = vol.get("configMap", {}).get("name")
+                            if cm in cms:
+                                key = m.get("subPath") or cfg_path.name
+                                found = cms[cm].get("data", {}).get(key)
+                                if found is None:
+                                    r.error(f"{cw}: ConfigMap {cm} has no key {key!r} for SYNERGAI_CONFIG")
+                            elif cm:
+                                r.error(f"{cw}: mounts missing ConfigMap {cm!r}")
+                    if found is None:
+                        r.error(f"{cw}: SYNERGAI_CONFIG={cfg_path} is not a mounted ConfigMap file")
+                    else:
+                        ws.check_toml(f"{cw} ({cfg_path.name})", b, found)
+                if kind == "Job" or b.name == "synergai-loadgen":
+                    continue
+                # Long-running services: probes on the port they listen on.
+                port = listen_port(env)
+                ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+                for probe in ("livenessProbe", "readinessProbe"):
+                    pr = c.get(probe)
+                    if not pr:
+                        r.error(f"{cw}: no {probe}")
+                        continue
+                    pp = pr.get("httpGet", {}).get("port")
+                    pp = ports.get(pp, pp)
+                    if port is not None and pp != port:
+                        r.error(f"{cw}: {probe} on port {pp}, but SYNERGAI_HTTP__LISTEN is port {port}")
+                if b.name == "synergai-worker":
+                    sel = pod.get("nodeSelector", {})
+                    if sel.get("kubernetes.io/arch") not in ("amd64", "arm64"):
+                        r.error(f"{where}: a worker Deployment must select kubernetes.io/arch (amd64 or arm64)")
+                    if not dev and "synergai.io/site" not in sel:
+                        r.error(f"{where}: a worker Deployment must select its site (synergai.io/site)")
+                    arch = sel.get("kubernetes.io/arch")
+                    dc = env.get("SYNERGAI_WORKER__DEVICE_CLASS", "")
+                    want = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch or "", "?")
+                    if not dc.startswith(want + "-"):
+                        r.error(f"{where}: device class {dc!r} does not name the node architecture {want}")
+            if kind in ("Deployment",) and any(
+                c.get("image", "").rsplit("/", 1)[-1].startswith("synergai-") for c in pod.get("containers", [])
+            ):
+                if not any(sel and all(pod_labels.get(k) == v for k, v in sel.items()) for sel in pdb_selectors):
+                    r.error(f"{where}: no PodDisruptionBudget selects its pods")
+    for t in ("intake", "scheduler"):
+        if t not in hpa_targets:
+            r.error(f"{rel}: no HorizontalPodAutoscaler for {t}")
+    for t in hpa_targets:
+        if t not in by_kind.get("Deployment", {}):
+            r.error(f"{rel}: HorizontalPodAutoscaler targets missing Deployment {t}")
+    secrets = by_kind.get("Secret", {})
+    for name, s in secrets.items():
+        if s.get("metadata", {}).get("labels", {}).get("synergai.io/dev-only") != "true":
+            r.error(f"{rel}: Secret {name} with a value in the repository (only the dev overlay may have one, "
+                    "labelled synergai.io/dev-only)")
+    r.ok(f"{n} SynergAI containers checked against the workspace")
+
+
+# ------------------------------------------------------------------------------ NATS
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
+    """Every NATS config parses (`nats-server -t`); then the compose hub and one leaf node run on
+    loopback ports and a client of the leaf node uses the hub's JetStream as an edge worker does."""
+    confs = sorted((ws.deploy / "compose" / "nats").glob("*.conf")) + sorted((ws.deploy / "k8s").rglob("*.conf"))
+    print("nats: server configs", flush=True)
+    if not nats_server:
+        r.warn("nats-server not installed: NATS config files not checked (apt-get install nats-server)")
+        return
+    for c in confs:
+        p = subprocess.run([nats_server, "-t", "-c", str(c)], capture_output=True, text=True)
+        if p.returncode != 0:
+            r.error(f"{c.relative_to(ws.deploy)}: rejected by nats-server -t: {(p.stderr or p.stdout).strip()}")
+    r.ok(f"nats-server -t: {len(confs)} config files valid")
+    hub_conf, leaf_conf = ws.deploy / "compose/nats/hub.conf", ws.deploy / "compose/nats/leaf-edge-a.conf"
+    if not hub_conf.exists() or not leaf_conf.exists():
+        return
+    try:
+        import asyncio
+        import nats  # noqa: F401
+    except ImportError:
+        r.warn("nats-py missing: leaf-node JetStream smoke test skipped")
+        return
+    import signal
+    import time
+    tmp = Path(tempfile.mkdtemp(prefix="validate-deploy-nats-"))
+    hp, hm, hl, lp, lm = (free_port() for _ in range(5))
+    hub = (hub_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{hp}").replace("0.0.0.0:8222", f"127.0.0.1:{hm}")
+           .replace("0.0.0.0:7422", f"127.0.0.1:{hl}").replace("/data/jetstream", str(tmp / "js")))
+    leaf = (leaf_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{lp}").replace("0.0.0.0:8222", f"127.0.0.1:{lm}")
+            .replace("nats-leaf://nats-hub:7422", f"nats-leaf://127.0.0.1:{hl}"))
+    (tmp / "hub.conf").write_text(hub)
+    (tmp / "leaf.conf").write_text(leaf)
+    procs = []
+    try:
+        for name in ("hub", "leaf"):
+            log = open(tmp / f"{name}.log", "w")
+            procs.append(subprocess.Popen([nats_server, "-c", str(tmp / f"{name}.conf")], stdout=log, stderr=log))
+            time.sleep(0.5)
+
+        async def smoke() -> str:
+            import json as _json
+            import nats as _nats
+            from nats.js.api import StreamConfig
+            for _ in range(50):
+                try:
+                    hc = await _nats.connect(f"nats://127.0.0.1:{hp}", connect_timeout=1, allow_reconnect=False)
+                    lc = await _nats.connect(f"nats://127.0.0.1:{lp}", connect_timeout=1, allow_reconnect=False)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            else:
+                return "cannot connect to the hub and the leaf node"
+            try:
+                # Wait for the leaf connection.
+                for _ in range(50):
+                    try:
+                        await lc.request("$JS.API.INFO", b"", timeout=0.5)
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.1)
+                js = hc.jetstream()
+                await js.add_stream(StreamConfig(name="VALIDATE", subjects=["validate.>"], allow_direct=True))
+                ack = await js.publish("validate.body", b"x" * 700_000)
+                info = _json.loads((await lc.request("$JS.API.STREAM.INFO.VALIDATE", b"", timeout=2)).data)
+                if info.get("state", {}).get("messages") != 1:
+                    return f"stream info from the leaf: {info}"
+                got = await lc.request("$JS.API.DIRECT.GET.VALIDATE", _json.dumps({"seq": ack.seq}).encode(), timeout=2)
+                if len(got.data) != 700_000:
+                    return f"direct get of a 700 KB body from the leaf returned {len(got.data)} bytes"
+                a2 = await lc.jetstream().publish("validate.claim", b"c",
+                                                  headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+                if a2.seq != 2:
+                    return f"JetStream publish from the leaf: {a2}"
+
+                async def respond(m):
+                    await m.respond(b"ok")
+                await hc.subscribe("smoke.req", cb=respond)
+                await hc.flush()
+                last = None
+                for _ in range(50):
+                    try:
+                        if (await lc.request("smoke.req", b"", timeout=0.5)).data == b"ok":
+                            return ""
+                    except Exception as e:  # no responders until the interest crosses the leaf
+                        last = e
+                        await asyncio.sleep(0.1)
+                return f"request-reply from the leaf to the hub got no answer ({type(last).__name__}: {last})"
+            except Exception as e:
+                return f"{type(e).__name__}: {e}"
+            finally:
+                await hc.close()
+                await lc.close()
+
+        why = asyncio.run(asyncio.wait_for(smoke(), 30))
+        if why:
+            r.error(f"compose/nats: an edge client of leaf-edge-a cannot use the hub's JetStream: {why}")
+        else:
+            r.ok("hub + leaf-edge-a on loopback: from the leaf, stream info, a 700 KB direct get, a JetStream "
+                 "publish with an expected sequence and request-reply to the hub all work")
+    finally:
+        for pr in procs:
+            pr.send_signal(signal.SIGTERM)
+        for pr in procs:
+            try:
+                pr.wait(5)
+            except subprocess.TimeoutExpired:
+                pr.kill()
+        subprocess.run(["rm", "-rf", str(tmp)])
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def check_dockerfile(ws: Workspace, r: Report) -> None:
+    print("docker/Dockerfile", flush=True)
+    if not ws.dockerfile.exists():
+        r.error("docker/Dockerfile is missing")
+        return
+    copied = dockerfile_copied_binaries(ws.dockerfile)
+    for b in sorted(copied):
+        if b not in ws.bins:
+            r.error(f"docker/Dockerfile copies binary {b!r}, which the workspace does not build "
+                    f"({', '.join(sorted(ws.bins))})")
+    for b in sorted(set(ws.bins) - copied):
+        r.error(f"docker/Dockerfile does not ship workspace binary {b!r}")
+    for name, t in ws.targets.items():
+        if t.entrypoint and t.entrypoint not in ws.bins:
+            r.error(f"docker/Dockerfile target {name}: entrypoint {t.entrypoint!r} is no workspace binary")
+        if t.entrypoint:
+            b = ws.bins.get(t.entrypoint)
+            for k in t.env:
+                if b:
+                    ws.check_env(f"docker/Dockerfile target {name}", b, k)
+    text = ws.dockerfile.read_text()
+    for needle, why in [("USER 10001", "a non-root runtime user"), ("TARGETARCH", "the target architecture"),
+                        ("scripts/setup", "the asset fetch"), ("cargo build --release --locked", "the release build"),
+                        ("HEALTHCHECK", "health checks")]:
+        if needle not in text:
+            r.error(f"docker/Dockerfile: no {needle!r} ({why})")
+    r.ok(f"Dockerfile targets {', '.join(n for n, t in ws.targets.items() if t.entrypoint)}; "
+         f"binaries {', '.join(sorted(copied))}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, required=True, help="the workspace (Cargo.toml, Rust sources)")
+    ap.add_argument("--deploy", type=Path, help="where docker/, compose/ and k8s/ are (default: --src)")
+    ap.add_argument("--compose", required=True, help="docker-compose executable")
+    ap.add_argument("--kustomize", required=True, help="kustomize command, e.g. 'kubectl kustomize'")
+    ap.add_argument("--kubernetes-validate", required=True)
+    ap.add_argument("--k8s-version", action="append", default=[])
+    ap.add_argument("--nats-server", help="nats-server executable (optional: NATS config checks)")
+    a = ap.parse_args()
+    deploy = a.deploy or a.src
+    r = Report()
+    ws = Workspace(a.src.resolve(), deploy.resolve(), r)
+    check_dockerfile(ws, r)
+    check_compose(ws, a.compose, r)
+    check_k8s(ws, a.kustomize.split(), a.kubernetes_validate, a.k8s_version or ["1.30.0", "1.34.0"], r)
+    check_nats(ws, a.nats_server, r)
+    print()
+    if r.errors:
+        print(f"validate-deploy: {len(r.errors)} failed, {len(r.warnings)} warnings", flush=True)
+        return 1
+    print(f"validate-deploy: all checks passed ({len(r.warnings)} warnings)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
