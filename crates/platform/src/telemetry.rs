@@ -197,3 +197,51 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<TelemetryGuard, Tele
         spans,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn span_export_follows_the_standard_variables() {
+        assert!(!otlp_enabled(&env(&[])));
+        assert!(otlp_enabled(&env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://jaeger:4318"
+        )])));
+        assert!(otlp_enabled(&env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://jaeger:4318/v1/traces"
+        )])));
+        assert!(!otlp_enabled(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")])));
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert!(!otlp_enabled(&env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4318"),
+                off,
+            ])));
+        }
+    }
+
+    #[test]
+    fn without_an_exporter_the_trace_still_continues() {
+        // No OpenTelemetry layer here: a fresh span id in the caller's trace, flags kept.
+        let parent = TraceContext::root([7; 24]);
+        let next = continue_trace(&tracing::Span::none(), Some(&parent));
+        assert_eq!(next.trace_id, parent.trace_id);
+        assert_eq!(next.flags, parent.flags);
+        assert_ne!(next.span_id, parent.span_id);
+        let root = continue_trace(&tracing::Span::none(), None);
+        assert_ne!(root.trace_id, [0; 16]);
+    }
+}

@@ -211,6 +211,16 @@ async fn nats_infer(
     req: &InferenceRequest,
     traceparent: Option<&str>,
 ) -> ReplyParameters {
+    traced_infer(cluster, model, req, traceparent).await.0
+}
+
+/// One request over NATS: the reply's parameters and its `traceparent`.
+async fn traced_infer(
+    cluster: &Cluster,
+    model: &str,
+    req: &InferenceRequest,
+    traceparent: Option<&str>,
+) -> (ReplyParameters, Option<String>) {
     let inbox = cluster.nats.new_inbox();
     let mut sub = cluster
         .nats
@@ -231,7 +241,12 @@ async fn nats_infer(
         .and_then(|h| h.get(synergai_contract::headers::INFERENCE_HEADER_CONTENT_LENGTH))
         .and_then(|v| v.as_str().parse().ok());
     let resp = decode_response(&msg.payload, n).expect("response decodes");
-    resp.reply_parameters().expect("reply parameters")
+    let tp = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(synergai_contract::headers::TRACEPARENT))
+        .map(|v| v.as_str().to_owned());
+    (resp.reply_parameters().expect("reply parameters"), tp)
 }
 
 /// Every reply to one request on a `$SRV` subject, within a second.
@@ -270,6 +285,21 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
     ];
     let cluster = Cluster::start_with_env(&database_url(&pool), "synergai", &workers, &env).await;
 
+    // A client trace that is not sampled: the flag travels on, and no span is exported.
+    let unsampled: [u8; 16] = rand::random();
+    let tp = format!(
+        "00-{}-{}-00",
+        hex(&unsampled),
+        hex(&rand::random::<[u8; 8]>())
+    );
+    let req = InferenceRequest::new(inputs("ppocr_cls", 1, 3), Some(5_000.0));
+    let (_, reply_tp) = traced_infer(&cluster, "ppocr_cls", &req, Some(&tp)).await;
+    let reply_tp = reply_tp.expect("the reply carries a traceparent");
+    assert!(
+        reply_tp.starts_with(&format!("00-{}-", hex(&unsampled))) && reply_tp.ends_with("-00"),
+        "{reply_tp}"
+    );
+
     // The client starts the trace: its traceparent is the intake span's parent.
     let trace_id: [u8; 16] = rand::random();
     let client_span: [u8; 8] = rand::random();
@@ -279,6 +309,14 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
 
     let want = ["intake", "schedule", "worker", "queue", "inference"];
     let got = wait_spans(&spans, &trace_id, &want, &cluster).await;
+    assert!(
+        !spans
+            .lock()
+            .expect("spans")
+            .iter()
+            .any(|g| g.span.trace_id == unsampled),
+        "spans of an unsampled trace were exported"
+    );
     println!("span tree of request {}:\n{}", reply.request_id, tree(&got));
     let (intake, schedule, worker, queue, inference) = (
         one(&got, "intake"),
@@ -385,11 +423,60 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
         assert_eq!(jobs["data"]["queued"], 0, "{jobs}");
         jobs_taken += jobs["num_requests"].as_u64().expect("num_requests");
     }
-    assert_eq!(jobs_taken, 2, "one dispatch per request");
+    assert_eq!(jobs_taken, 3, "one dispatch per request");
     let pings = srv_replies(&cluster, "$SRV.PING.synergai-worker").await;
     assert!(pings.len() >= 2, "{pings:?}");
 
     cluster.stop().await;
+    Ok(())
+}
+
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn spans_still_pending_at_shutdown_are_flushed(pool: PgPool) -> anyhow::Result<()> {
+    let (otlp, spans) = otlp_receiver().await;
+    // Batches would wait a minute: only the flush at shutdown can deliver these spans.
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+        ("OTEL_BSP_SCHEDULE_DELAY", "60000".to_owned()),
+    ];
+    let workers = [WorkerSpec::new(
+        "cloud-1",
+        "cloud",
+        "cloud",
+        "0",
+        &["ppocr_cls"],
+    )];
+    let cluster = Cluster::start_with_env(&database_url(&pool), "synergai", &workers, &env).await;
+    let trace_id: [u8; 16] = rand::random();
+    let tp = format!(
+        "00-{}-{}-01",
+        hex(&trace_id),
+        hex(&rand::random::<[u8; 8]>())
+    );
+    let req = InferenceRequest::new(inputs("ppocr_cls", 1, 1), Some(5_000.0));
+    nats_infer(&cluster, "ppocr_cls", &req, Some(&tp)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = spans
+        .lock()
+        .expect("spans")
+        .iter()
+        .filter(|g| g.span.trace_id == trace_id)
+        .count();
+    assert_eq!(
+        early, 0,
+        "nothing exported before the batch delay or shutdown"
+    );
+    cluster.stop().await;
+    let got: Vec<String> = spans
+        .lock()
+        .expect("spans")
+        .iter()
+        .filter(|g| g.span.trace_id == trace_id)
+        .map(|g| g.span.name.clone())
+        .collect();
+    for name in ["intake", "schedule", "worker", "queue", "inference"] {
+        assert!(got.iter().any(|n| n == name), "{name} not flushed: {got:?}");
+    }
     Ok(())
 }
 
