@@ -72,6 +72,8 @@ pub struct WorkerSpec {
     pub cores: String,
     /// Models served.
     pub models: Vec<String>,
+    /// The NATS server it connects to (its site's leaf node); the cluster's when `None`.
+    pub nats: Option<String>,
 }
 
 impl WorkerSpec {
@@ -84,7 +86,141 @@ impl WorkerSpec {
             device_class: format!("test-{tier}-{}c", cores.split(['-', ',']).count()),
             cores: cores.into(),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
+            nats: None,
         }
+    }
+
+    /// The same worker, connected to the NATS server at `url` (its site's leaf node).
+    pub fn via(mut self, url: &str) -> Self {
+        self.nats = Some(url.to_owned());
+        self
+    }
+}
+
+/// NATS servers joined the way sites are in the field, as `compose/` and `scripts/up` run them: a
+/// hub with JetStream in domain `hub`, and a leaf node per edge site that maps the JetStream API
+/// onto the hub's domain. Each on free loopback ports; stopped on drop.
+pub struct Sites {
+    hub: String,
+    leaves: Vec<(String, String)>,
+    procs: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sites {
+    /// Starts the hub and one leaf node per name in `edge`; returns once every leaf is joined.
+    pub async fn start(edge: &[&str]) -> Sites {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let (port, leaf_port) = (free_port(), free_port());
+        let hub_conf = format!(
+            "server_name: hub\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\n\
+             jetstream {{\n  domain: hub\n  store_dir: {:?}\n  max_memory_store: 3GB\n}}\n\
+             leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n}}\n",
+            dir.path().join("hub").display().to_string()
+        );
+        let mut sites = Sites {
+            hub: format!("nats://127.0.0.1:{port}"),
+            leaves: Vec::new(),
+            procs: Vec::new(),
+            _dir: dir,
+        };
+        sites.spawn(server, "hub", &hub_conf);
+        wait_tcp(port).await;
+        for site in edge {
+            let p = free_port();
+            let conf = format!(
+                "server_name: leaf-{site}\nlisten: 127.0.0.1:{p}\nmax_payload: 8MB\n\
+                 mappings: {{\n  \"$JS.API.>\": \"$JS.hub.API.>\"\n}}\n\
+                 leafnodes {{\n  remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ]\n}}\n"
+            );
+            sites.spawn(server, &format!("leaf-{site}"), &conf);
+            wait_tcp(p).await;
+            sites
+                .leaves
+                .push(((*site).to_owned(), format!("nats://127.0.0.1:{p}")));
+        }
+        // Joined once a subscription on each leaf is seen from the hub.
+        let hub = async_nats::connect(&sites.hub).await.expect("hub up");
+        for (site, url) in &sites.leaves {
+            let leaf = async_nats::connect(url.as_str()).await.expect("leaf up");
+            let subject = format!("sites.ready.{site}");
+            let mut sub = leaf.subscribe(subject.clone()).await.expect("subscribe");
+            leaf.flush().await.expect("flush");
+            let start = Instant::now();
+            loop {
+                hub.publish(subject.clone(), "x".into())
+                    .await
+                    .expect("publish");
+                hub.flush().await.expect("flush");
+                if tokio::time::timeout(Duration::from_millis(200), sub.next())
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "leaf node {site} did not join the hub"
+                );
+            }
+        }
+        sites
+    }
+
+    fn spawn(&mut self, server: &str, name: &str, conf: &str) {
+        let path = self._dir.path().join(format!("{name}.conf"));
+        std::fs::write(&path, conf).expect("NATS config");
+        let log =
+            std::fs::File::create(self._dir.path().join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(server)
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {server}: {e}"));
+        self.procs.push(child);
+    }
+
+    /// The hub's URL.
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
+    /// The URL of `site`'s leaf node.
+    pub fn leaf(&self, site: &str) -> &str {
+        self.leaves
+            .iter()
+            .find(|(s, _)| s == site)
+            .map(|(_, u)| u.as_str())
+            .unwrap_or_else(|| panic!("no leaf node for {site}"))
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn wait_tcp(port: u16) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listening on {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -107,6 +243,8 @@ pub struct Cluster {
     pub ops: std::collections::HashMap<String, SocketAddr>,
     /// Environment given to every process.
     env: Vec<(String, String)>,
+    /// The NATS server of the cluster (the hub).
+    nats_url: String,
     prefix: String,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
@@ -133,9 +271,21 @@ impl Cluster {
         workers: &[WorkerSpec],
         env: &[(&str, String)],
     ) -> Cluster {
+        Cluster::start_on(&nats_url(), db_url, policy, workers, env).await
+    }
+
+    /// As [`Cluster::start_with_env`], on the NATS server at `nats` (the hub of [`Sites`]; a
+    /// worker with its own `nats` connects there instead).
+    pub async fn start_on(
+        nats: &str,
+        db_url: &str,
+        policy: &str,
+        workers: &[WorkerSpec],
+        env: &[(&str, String)],
+    ) -> Cluster {
         let prefix = unique_prefix("e2e");
         let cfg = NatsConfig {
-            url: nats_url(),
+            url: nats.to_owned(),
             subject_prefix: prefix.clone(),
             ..NatsConfig::default()
         };
@@ -151,6 +301,7 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
+            nats_url: cfg.url.clone(),
             prefix,
             dir: tempfile::tempdir().expect("temp dir"),
             procs: Vec::new(),
@@ -175,7 +326,7 @@ impl Cluster {
         cmd.args(args)
             .current_dir(workspace())
             .env_remove("SYNERGAI_CONFIG")
-            .env("SYNERGAI_NATS__URL", nats_url())
+            .env("SYNERGAI_NATS__URL", &self.nats_url)
             .env("SYNERGAI_NATS__SUBJECT_PREFIX", &self.prefix)
             .env("SYNERGAI_TELEMETRY__LOG_FILTER", "info")
             .stdout(Stdio::null())
@@ -253,7 +404,10 @@ impl Cluster {
         );
         let path = self.dir.path().join(format!("{}.toml", w.id));
         std::fs::write(&path, toml).expect("worker config");
-        let env = [("SYNERGAI_CONFIG", path.display().to_string())];
+        let mut env = vec![("SYNERGAI_CONFIG", path.display().to_string())];
+        if let Some(url) = &w.nats {
+            env.push(("SYNERGAI_NATS__URL", url.clone()));
+        }
         let name = w.id.clone();
         self.spawn(&name, "synergai-worker", &["serve"], &env);
     }
