@@ -105,6 +105,14 @@ impl Drop for TelemetryGuard {
     }
 }
 
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans: attributes that cost something to build (the scheduler's
+/// candidate list) are only built then.
+pub fn spans_exported() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether the standard OpenTelemetry variables in `env` turn span export on.
 pub fn otlp_enabled(env: &dyn Fn(&str) -> Option<String>) -> bool {
     let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
@@ -192,6 +200,7 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<TelemetryGuard, Tele
         .with(layers)
         .try_init()
         .map_err(|e| TelemetryError::AlreadyInit(e.to_string()))?;
+    EXPORTING.store(spans.is_some(), std::sync::atomic::Ordering::Relaxed);
     Ok(TelemetryGuard {
         service: service.to_owned(),
         spans,

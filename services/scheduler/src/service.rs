@@ -607,7 +607,9 @@ fn place_and_dispatch(
             otel.status_message = Empty,
         );
         let next = telemetry::continue_trace(&span, job.trace.as_ref());
-        if let Ok(c) = serde_json::to_string(&weighed) {
+        if telemetry::spans_exported()
+            && let Ok(c) = serde_json::to_string(&weighed)
+        {
             span.record("candidates", c.as_str());
         }
         let decided = async move {

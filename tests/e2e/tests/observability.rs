@@ -249,6 +249,31 @@ async fn traced_infer(
     (resp.reply_parameters().expect("reply parameters"), tp)
 }
 
+/// A cluster whose services export spans to `otlp`, in batches sent every `batch_delay_ms`.
+async fn traced_cluster(
+    pool: &PgPool,
+    otlp: SocketAddr,
+    batch_delay_ms: u64,
+    workers: &[WorkerSpec],
+) -> Cluster {
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+        ("OTEL_BSP_SCHEDULE_DELAY", batch_delay_ms.to_string()),
+    ];
+    Cluster::start_with_env(&database_url(pool), "synergai", workers, &env).await
+}
+
+/// A client's trace: its id and the `traceparent` of the client's span.
+fn client_trace(sampled: bool) -> ([u8; 16], String) {
+    let trace_id: [u8; 16] = rand::random();
+    let span: [u8; 8] = rand::random();
+    let flags = if sampled { "01" } else { "00" };
+    (
+        trace_id,
+        format!("00-{}-{}-{flags}", hex(&trace_id), hex(&span)),
+    )
+}
+
 /// Every reply to one request on a `$SRV` subject, within a second.
 async fn srv_replies(cluster: &Cluster, subject: &str) -> Vec<serde_json::Value> {
     let inbox = cluster.nats.new_inbox();
@@ -275,23 +300,14 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
     pool: PgPool,
 ) -> anyhow::Result<()> {
     let (otlp, spans) = otlp_receiver().await;
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-    ];
     let workers = [
         WorkerSpec::new("edge-a-1", "edge-a", "edge", "0", &["ppocr_cls"]),
         WorkerSpec::new("cloud-1", "cloud", "cloud", "1", &["ppocr_cls"]),
     ];
-    let cluster = Cluster::start_with_env(&database_url(&pool), "synergai", &workers, &env).await;
+    let cluster = traced_cluster(&pool, otlp, 100, &workers).await;
 
     // A client trace that is not sampled: the flag travels on, and no span is exported.
-    let unsampled: [u8; 16] = rand::random();
-    let tp = format!(
-        "00-{}-{}-00",
-        hex(&unsampled),
-        hex(&rand::random::<[u8; 8]>())
-    );
+    let (unsampled, tp) = client_trace(false);
     let req = InferenceRequest::new(inputs("ppocr_cls", 1, 3), Some(5_000.0));
     let (_, reply_tp) = traced_infer(&cluster, "ppocr_cls", &req, Some(&tp)).await;
     let reply_tp = reply_tp.expect("the reply carries a traceparent");
@@ -435,10 +451,6 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
 async fn spans_still_pending_at_shutdown_are_flushed(pool: PgPool) -> anyhow::Result<()> {
     let (otlp, spans) = otlp_receiver().await;
     // Batches would wait a minute: only the flush at shutdown can deliver these spans.
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
-        ("OTEL_BSP_SCHEDULE_DELAY", "60000".to_owned()),
-    ];
     let workers = [WorkerSpec::new(
         "cloud-1",
         "cloud",
@@ -446,13 +458,8 @@ async fn spans_still_pending_at_shutdown_are_flushed(pool: PgPool) -> anyhow::Re
         "0",
         &["ppocr_cls"],
     )];
-    let cluster = Cluster::start_with_env(&database_url(&pool), "synergai", &workers, &env).await;
-    let trace_id: [u8; 16] = rand::random();
-    let tp = format!(
-        "00-{}-{}-01",
-        hex(&trace_id),
-        hex(&rand::random::<[u8; 8]>())
-    );
+    let cluster = traced_cluster(&pool, otlp, 60_000, &workers).await;
+    let (trace_id, tp) = client_trace(true);
     let req = InferenceRequest::new(inputs("ppocr_cls", 1, 1), Some(5_000.0));
     nats_infer(&cluster, "ppocr_cls", &req, Some(&tp)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
