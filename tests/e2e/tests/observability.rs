@@ -323,7 +323,14 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
     let req = InferenceRequest::new(inputs("ppocr_cls", 1, 7), Some(5_000.0));
     let reply = nats_infer(&cluster, "ppocr_cls", &req, Some(&traceparent)).await;
 
-    let want = ["intake", "schedule", "worker", "queue", "inference"];
+    let want = [
+        "intake",
+        "schedule",
+        "worker",
+        "fetch_body",
+        "queue",
+        "inference",
+    ];
     let got = wait_spans(&spans, &trace_id, &want, &cluster).await;
     assert!(
         !spans
@@ -351,6 +358,10 @@ async fn one_request_is_one_trace_across_intake_scheduler_and_worker(
     assert_eq!(schedule.span.parent_span_id, intake.span.span_id);
     assert_eq!(worker.span.parent_span_id, schedule.span.span_id);
     assert_eq!(queue.span.parent_span_id, worker.span.span_id);
+    // The body read from the work queue stream, then the wait in the queue.
+    let fetch = one(&got, "fetch_body");
+    assert_eq!(fetch.span.parent_span_id, worker.span.span_id);
+    assert!(fetch.span.end_time_unix_nano <= queue.span.start_time_unix_nano);
     assert_eq!(inference.span.parent_span_id, worker.span.span_id);
     // The queue wait ends before inference starts; both lie within the worker's span.
     assert!(queue.span.end_time_unix_nano <= inference.span.start_time_unix_nano);

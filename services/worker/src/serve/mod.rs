@@ -33,6 +33,7 @@ use synergai_platform::{ops, telemetry};
 use synergai_store_client::{ColdStart, EventPublisher, ProfileCache};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use tracing::field::Empty;
 
 use self::executor::{Done, Executor};
@@ -416,10 +417,12 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         otel.status_message = Empty,
     );
     let trace = telemetry::continue_trace(&span, pnats::trace_of(msg.headers.as_ref()).as_ref());
-    let waiting = tracing::info_span!(parent: &span, "queue", priority_us = meta.priority_us);
     // The body: in the work queue stream (the scheduler sends only its sequence), or inline.
     let (payload, headers) = match meta.body_seq {
-        Some(seq) if msg.payload.is_empty() => match fetch_body(ctx, seq).await {
+        Some(seq) if msg.payload.is_empty() => match fetch_body(ctx, seq)
+            .instrument(tracing::info_span!(parent: &span, "fetch_body", seq = seq as i64))
+            .await
+        {
             Ok(m) => (m.payload, Some(m.headers)),
             Err(e) => {
                 return refuse(
@@ -446,6 +449,7 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         let (inputs, _) = entry.check_inputs(std::mem::take(&mut req.inputs))?;
         Ok((req, inputs))
     });
+    let waiting = tracing::info_span!(parent: &span, "queue", priority_us = meta.priority_us);
     let (req, inputs) = match decoded {
         Ok(x) => x,
         Err(e) => {
