@@ -87,13 +87,6 @@ pub struct TelemetryGuard {
     spans: Option<SdkTracerProvider>,
 }
 
-impl TelemetryGuard {
-    /// Whether spans are being exported.
-    pub fn exporting(&self) -> bool {
-        self.spans.is_some()
-    }
-}
-
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.spans.take()

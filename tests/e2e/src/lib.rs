@@ -560,13 +560,27 @@ impl Cluster {
         req: &InferenceRequest,
         binary: bool,
     ) -> Result<InferenceResponse, (ErrorCode, String)> {
+        self.infer_traced(model, req, binary, None)
+            .await
+            .map(|(resp, _)| resp)
+    }
+
+    /// One request over NATS with the client's `traceparent`, if any: the response and the
+    /// reply's `traceparent`.
+    pub async fn infer_traced(
+        &self,
+        model: &str,
+        req: &InferenceRequest,
+        binary: bool,
+        traceparent: Option<&str>,
+    ) -> Result<(InferenceResponse, Option<String>), (ErrorCode, String)> {
         let inbox = self.nats.new_inbox();
         let mut sub = self
             .nats
             .subscribe(inbox.clone())
             .await
             .expect("subscribed");
-        self.publish(model, req, binary, &inbox, None).await;
+        self.publish(model, req, binary, &inbox, traceparent).await;
         let msg = tokio::time::timeout(Duration::from_secs(30), sub.next())
             .await
             .map_err(|_| {
@@ -579,12 +593,16 @@ impl Cluster {
         if let Some(err) = error_of(&msg) {
             return Err(err);
         }
-        let header_len = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(INFERENCE_HEADER_CONTENT_LENGTH))
-            .and_then(|v| v.as_str().parse().ok());
-        decode_response(&msg.payload, header_len).map_err(|e| (ErrorCode::Internal, e.to_string()))
+        let header = |name: &str| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_owned())
+        };
+        let header_len = header(INFERENCE_HEADER_CONTENT_LENGTH).and_then(|v| v.parse().ok());
+        let resp = decode_response(&msg.payload, header_len)
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        Ok((resp, header(TRACEPARENT)))
     }
 }
 

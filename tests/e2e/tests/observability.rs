@@ -19,9 +19,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use sqlx::PgPool;
 use synergai_contract::ErrorCode;
-use synergai_contract::oip::{InferenceRequest, ReplyParameters, decode_response};
+use synergai_contract::oip::{InferenceRequest, ReplyParameters};
 use synergai_e2e::{Cluster, WorkerSpec, database_url, inputs};
-use synergai_platform::nats::error_of;
 
 /// A span as received, with the service that sent it.
 #[derive(Debug, Clone)]
@@ -221,31 +220,10 @@ async fn traced_infer(
     req: &InferenceRequest,
     traceparent: Option<&str>,
 ) -> (ReplyParameters, Option<String>) {
-    let inbox = cluster.nats.new_inbox();
-    let mut sub = cluster
-        .nats
-        .subscribe(inbox.clone())
+    let (resp, tp) = cluster
+        .infer_traced(model, req, true, traceparent)
         .await
-        .expect("subscribe");
-    cluster.publish(model, req, true, &inbox, traceparent).await;
-    let msg = tokio::time::timeout(Duration::from_secs(60), sub.next())
-        .await
-        .unwrap_or_else(|_| panic!("no reply\n{}", cluster.logs()))
-        .expect("reply");
-    if let Some(e) = error_of(&msg) {
-        panic!("refused: {e:?}\n{}", cluster.logs());
-    }
-    let n = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(synergai_contract::headers::INFERENCE_HEADER_CONTENT_LENGTH))
-        .and_then(|v| v.as_str().parse().ok());
-    let resp = decode_response(&msg.payload, n).expect("response decodes");
-    let tp = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(synergai_contract::headers::TRACEPARENT))
-        .map(|v| v.as_str().to_owned());
+        .unwrap_or_else(|e| panic!("refused: {e:?}\n{}", cluster.logs()));
     (resp.reply_parameters().expect("reply parameters"), tp)
 }
 
