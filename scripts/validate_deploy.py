@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -340,11 +341,37 @@ def url_host(value: str) -> list[str]:
 # ------------------------------------------------------------------------------ compose
 
 
+def check_nats_credentials(where: str, env: dict[str, str], r: Report) -> None:
+    """A service that connects to NATS does so as a user with a password (docs/security.md)."""
+    if "SYNERGAI_NATS__URL" not in env:
+        return
+    if not env.get("SYNERGAI_NATS__USER") or "SYNERGAI_NATS__PASSWORD" not in env:
+        r.error(f"{where}: connects to NATS without credentials (set SYNERGAI_NATS__USER and "
+                "SYNERGAI_NATS__PASSWORD; the NATS servers refuse anonymous connections)")
+
+
+def check_compose_secrets(raw: str, r: Report) -> None:
+    """Passwords and tokens in compose.yaml are interpolated from the environment, never literal
+    (the PostgreSQL password's obviously-dev default excepted)."""
+    for n, line in enumerate(raw.splitlines(), 1):
+        m = re.match(r"\s*(\w*(?:PASSWORD|TOKEN)\w*):\s*(.+)$", line)
+        if m and "${" not in m.group(2):
+            r.error(f"compose/compose.yaml:{n}: {m.group(1)} has a literal value; interpolate it "
+                    "from the environment (compose/.env)")
+
+
 def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
     compose_file = ws.deploy / "compose" / "compose.yaml"
     print(f"compose: {compose_file.relative_to(ws.deploy)} through `docker-compose config`", flush=True)
     cmd = [compose_bin, "-f", str(compose_file), "--profile", "tools", "--profile", "observability", "config"]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=compose_file.parent)
+    # Secrets the compose file requires (`${VAR:?...}`) get placeholders here; compose/.env is
+    # not read (no real secret is needed, nor picked up, to validate).
+    raw = compose_file.read_text()
+    required = sorted(set(re.findall(r"\$\{(\w+):\?", raw)))
+    env = {k: v for k, v in os.environ.items() if k not in required}
+    env.update({k: f"validate-{k.lower()}" for k in required})
+    p = subprocess.run(cmd + [], capture_output=True, text=True, cwd=compose_file.parent, env=env)
+    check_compose_secrets(raw, r)
     if p.returncode != 0:
         r.error(f"compose/compose.yaml rejected by docker-compose config:\n{p.stderr.strip() or p.stdout.strip()}")
         return
@@ -397,6 +424,7 @@ def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
         ws.check_command(where, b, cmd_args)
         for k in env:
             ws.check_env(where, b, k)
+        check_nats_credentials(where, env, r)
         # A mounted config file named by SYNERGAI_CONFIG.
         if ENV_CONFIG_FILE in env:
             mounted = None
@@ -548,6 +576,10 @@ def check_rendered(ws: Workspace, rel: Path, docs: list[dict], dev: bool, r: Rep
                     r.error(f"{cw}: overrides the image's entrypoint ({c['command']!r}); use args")
                 for k in env:
                     ws.check_env(cw, b, k)
+                check_nats_credentials(cw, env, r)
+                for e in c.get("env", []):
+                    if re.search(r"PASSWORD|TOKEN|SECRET", e["name"]) and "value" in e:
+                        r.error(f"{cw}: {e['name']} has a literal value; take it from a Secret (valueFrom)")
                 if ENV_CONFIG_FILE in env:
                     cfg_path = Path(env[ENV_CONFIG_FILE])
                     found = None
@@ -620,20 +652,49 @@ def free_port() -> int:
         return sk.getsockname()[1]
 
 
+def nats_env_refs(confs: list[Path]) -> dict[str, str]:
+    """Placeholders for the environment variables NATS configs reference (`$NATS_...`)."""
+    names: set[str] = set()
+    for c in confs:
+        names |= set(re.findall(r"(?<![\w\"])\$(NATS_[A-Z0-9_]+)", c.read_text()))
+    return {n: f"validate{n.lower().replace('_', '')}" for n in sorted(names)}
+
+
 def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
-    """Every NATS config parses (`nats-server -t`); then the compose hub and one leaf node run on
-    loopback ports and a client of the leaf node uses the hub's JetStream as an edge worker does."""
-    confs = sorted((ws.deploy / "compose" / "nats").glob("*.conf")) + sorted((ws.deploy / "k8s").rglob("*.conf"))
+    """Every NATS config parses (`nats-server -t`, its environment variables set to placeholders);
+    compose and k8s ship the same NATS files; then the compose hub and one leaf node run on
+    loopback ports with their users and permissions, and a worker of the leaf node uses the hub's
+    JetStream as an edge worker does, while anonymous connections and forbidden publishes are
+    refused."""
+    compose_dir, k8s_dir = ws.deploy / "compose" / "nats", ws.deploy / "k8s" / "base" / "nats"
+    # Server configs; the permission files are parts they include, checked through them.
+    confs = [c for c in sorted(compose_dir.glob("*.conf")) + sorted((ws.deploy / "k8s").rglob("*.conf"))
+             if not c.name.startswith("permissions-")]
     print("nats: server configs", flush=True)
+    for c in sorted(compose_dir.glob("*.conf")):
+        twin = k8s_dir / c.name
+        if not twin.exists():
+            r.error(f"compose/nats/{c.name} has no copy in k8s/base/nats/ (the two ship the same NATS files)")
+        elif twin.read_text() != c.read_text():
+            r.error(f"k8s/base/nats/{c.name} differs from compose/nats/{c.name} (the two ship the same NATS files)")
+    for c in sorted(compose_dir.glob("*.conf")):
+        text = c.read_text()
+        if re.search(r"^\s*password\s*:\s*[\"']", text, re.M) or re.search(r"^\s*token\s*:", text, re.M):
+            r.error(f"compose/nats/{c.name}: a literal password or token (use $NATS_PASSWORD_... from the environment)")
+        if re.search(r"^\s*[{\s]*url\s*:\s*[\"']?nats-leaf://", text, re.M):
+            r.error(f"compose/nats/{c.name}: the leaf node's hub URL is literal (it carries credentials: use $NATS_HUB_LEAF_URL)")
     if not nats_server:
         r.warn("nats-server not installed: NATS config files not checked (apt-get install nats-server)")
         return
+    placeholders = nats_env_refs(sorted(compose_dir.glob("*.conf")) + sorted((ws.deploy / "k8s").rglob("*.conf")))
+    placeholders.setdefault("NATS_HUB_LEAF_URL", "nats-leaf://leaf:validate@127.0.0.1:7422")
+    penv = {**os.environ, **placeholders}
     for c in confs:
-        p = subprocess.run([nats_server, "-t", "-c", str(c)], capture_output=True, text=True)
+        p = subprocess.run([nats_server, "-t", "-c", str(c)], capture_output=True, text=True, env=penv)
         if p.returncode != 0:
             r.error(f"{c.relative_to(ws.deploy)}: rejected by nats-server -t: {(p.stderr or p.stdout).strip()}")
     r.ok(f"nats-server -t: {len(confs)} config files valid")
-    hub_conf, leaf_conf = ws.deploy / "compose/nats/hub.conf", ws.deploy / "compose/nats/leaf-edge-a.conf"
+    hub_conf, leaf_conf = compose_dir / "hub.conf", compose_dir / "leaf-edge-a.conf"
     if not hub_conf.exists() or not leaf_conf.exists():
         return
     try:
@@ -642,83 +703,135 @@ def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
     except ImportError:
         r.warn("nats-py missing: leaf-node JetStream smoke test skipped")
         return
+    import shutil
     import signal
     import time
     tmp = Path(tempfile.mkdtemp(prefix="validate-deploy-nats-"))
     hp, hm, hl, lp, lm = (free_port() for _ in range(5))
+    for f in compose_dir.glob("permissions-*.conf"):
+        shutil.copy(f, tmp / f.name)
     hub = (hub_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{hp}").replace("0.0.0.0:8222", f"127.0.0.1:{hm}")
            .replace("0.0.0.0:7422", f"127.0.0.1:{hl}").replace("/data/jetstream", str(tmp / "js")))
-    leaf = (leaf_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{lp}").replace("0.0.0.0:8222", f"127.0.0.1:{lm}")
-            .replace("nats-leaf://nats-hub:7422", f"nats-leaf://127.0.0.1:{hl}"))
+    leaf = (leaf_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{lp}").replace("0.0.0.0:8222", f"127.0.0.1:{lm}"))
     (tmp / "hub.conf").write_text(hub)
     (tmp / "leaf.conf").write_text(leaf)
+    pw = {k: v for k, v in placeholders.items() if k.startswith("NATS_PASSWORD_")}
+    senv = {**os.environ, **pw,
+            "NATS_HUB_LEAF_URL": f"nats-leaf://leaf-edge-a:{pw.get('NATS_PASSWORD_LEAF_EDGE_A', 'x')}@127.0.0.1:{hl}"}
     procs = []
     try:
         for name in ("hub", "leaf"):
             log = open(tmp / f"{name}.log", "w")
-            procs.append(subprocess.Popen([nats_server, "-c", str(tmp / f"{name}.conf")], stdout=log, stderr=log))
+            procs.append(subprocess.Popen([nats_server, "-c", str(tmp / f"{name}.conf")], stdout=log, stderr=log,
+                                          env=senv))
             time.sleep(0.5)
 
         async def smoke() -> str:
             import json as _json
             import nats as _nats
             from nats.js.api import StreamConfig
+
+            refusals: list[str] = []
+
+            async def on_error(e: Exception) -> None:
+                refusals.append(str(e))
+
+            def creds(user: str) -> dict:
+                return {"user": user, "password": pw.get(f"NATS_PASSWORD_{user.upper()}", "")}
             for _ in range(50):
                 try:
-                    hc = await _nats.connect(f"nats://127.0.0.1:{hp}", connect_timeout=1, allow_reconnect=False)
-                    lc = await _nats.connect(f"nats://127.0.0.1:{lp}", connect_timeout=1, allow_reconnect=False)
+                    hc = await _nats.connect(f"nats://127.0.0.1:{hp}", connect_timeout=1, allow_reconnect=False,
+                                             **creds("admin"))
+                    lc = await _nats.connect(f"nats://127.0.0.1:{lp}", connect_timeout=1, allow_reconnect=False,
+                                             error_cb=on_error, **creds("worker"))
                     break
                 except Exception:
                     await asyncio.sleep(0.1)
             else:
-                return "cannot connect to the hub and the leaf node"
+                return "cannot connect to the hub (as admin) and the leaf node (as worker)"
+            cc = await _nats.connect(f"nats://127.0.0.1:{lp}", connect_timeout=1, allow_reconnect=False,
+                                     error_cb=on_error, **creds("client"))
             try:
+                try:
+                    async def quiet(_e: Exception) -> None:
+                        pass
+                    anon = await _nats.connect(f"nats://127.0.0.1:{hp}", connect_timeout=1, allow_reconnect=False,
+                                               max_reconnect_attempts=0, error_cb=quiet)
+                    await anon.close()
+                    return "the hub accepts a connection without credentials"
+                except Exception:
+                    pass
                 # Wait for the leaf connection.
                 for _ in range(50):
                     try:
-                        await lc.request("$JS.API.INFO", b"", timeout=0.5)
+                        await lc.request("$JS.API.STREAM.INFO.SYNERGAI_REQUESTS", b"", timeout=0.5)
                         break
                     except Exception:
                         await asyncio.sleep(0.1)
                 js = hc.jetstream()
-                await js.add_stream(StreamConfig(name="VALIDATE", subjects=["validate.>"], allow_direct=True))
-                ack = await js.publish("validate.body", b"x" * 700_000)
-                info = _json.loads((await lc.request("$JS.API.STREAM.INFO.VALIDATE", b"", timeout=2)).data)
+                await js.add_stream(StreamConfig(name="SYNERGAI_REQUESTS", subjects=["synergai.v1.sched.requests.*"],
+                                                 allow_direct=True))
+                await js.add_stream(StreamConfig(name="SYNERGAI_REPLIES", subjects=["synergai.v1.claims.*"],
+                                                 max_msgs_per_subject=1))
+                ack = await js.publish("synergai.v1.sched.requests.m", b"x" * 700_000)
+                info = _json.loads((await lc.request("$JS.API.STREAM.INFO.SYNERGAI_REQUESTS", b"", timeout=2)).data)
                 if info.get("state", {}).get("messages") != 1:
                     return f"stream info from the leaf: {info}"
-                got = await lc.request("$JS.API.DIRECT.GET.VALIDATE", _json.dumps({"seq": ack.seq}).encode(), timeout=2)
+                got = await lc.request("$JS.API.DIRECT.GET.SYNERGAI_REQUESTS", _json.dumps({"seq": ack.seq}).encode(),
+                                       timeout=2)
                 if len(got.data) != 700_000:
                     return f"direct get of a 700 KB body from the leaf returned {len(got.data)} bytes"
-                a2 = await lc.jetstream().publish("validate.claim", b"c",
+                a2 = await lc.jetstream().publish("synergai.v1.claims.r1", b"c",
                                                   headers={"Nats-Expected-Last-Subject-Sequence": "0"})
-                if a2.seq != 2:
-                    return f"JetStream publish from the leaf: {a2}"
+                if a2.stream != "SYNERGAI_REPLIES":
+                    return f"JetStream publish (a reply claim) from the leaf: {a2}"
 
                 async def respond(m):
                     await m.respond(b"ok")
-                await hc.subscribe("smoke.req", cb=respond)
+                await hc.subscribe("synergai.v1.store.profiles.table", cb=respond)
                 await hc.flush()
                 last = None
+                answered = False
                 for _ in range(50):
                     try:
-                        if (await lc.request("smoke.req", b"", timeout=0.5)).data == b"ok":
-                            return ""
+                        if (await lc.request("synergai.v1.store.profiles.table", b"", timeout=0.5)).data == b"ok":
+                            answered = True
+                            break
                     except Exception as e:  # no responders until the interest crosses the leaf
                         last = e
                         await asyncio.sleep(0.1)
-                return f"request-reply from the leaf to the hub got no answer ({type(last).__name__}: {last})"
+                if not answered:
+                    return f"request-reply from the leaf to the hub got no answer ({type(last).__name__}: {last})"
+                # Refused: a client or a worker publishing to a worker's job subject.
+                for who, conn in (("client", cc), ("worker", lc)):
+                    refusals.clear()
+                    await conn.publish("synergai.v1.workers.jobs.w1", b"forged")
+                    await conn.flush()
+                    for _ in range(20):
+                        if refusals:
+                            break
+                        await asyncio.sleep(0.05)
+                    if not any("ermissions" in x for x in refusals):
+                        return f"a {who} of the leaf node may publish to a worker's job subject"
+                return ""
             except Exception as e:
                 return f"{type(e).__name__}: {e}"
             finally:
                 await hc.close()
                 await lc.close()
+                await cc.close()
 
         why = asyncio.run(asyncio.wait_for(smoke(), 30))
         if why:
-            r.error(f"compose/nats: an edge client of leaf-edge-a cannot use the hub's JetStream: {why}")
+            logs = "\n".join((tmp / f"{n}.log").read_text()[-2000:] for n in ("hub", "leaf"))
+            if "may publish to a worker's job subject" in why or "without credentials" in why:
+                r.error(f"compose/nats: {why}")
+            else:
+                r.error(f"compose/nats: a worker of leaf-edge-a cannot use the hub's JetStream: {why}\n{logs}")
         else:
-            r.ok("hub + leaf-edge-a on loopback: from the leaf, stream info, a 700 KB direct get, a JetStream "
-                 "publish with an expected sequence and request-reply to the hub all work")
+            r.ok("hub + leaf-edge-a on loopback with their users: from the leaf (as worker), stream info, a 700 KB "
+                 "direct get, a reply claim and request-reply to the hub work; anonymous connections and job "
+                 "subjects published by a client or a worker are refused")
     finally:
         for pr in procs:
             pr.send_signal(signal.SIGTERM)

@@ -2,10 +2,14 @@
 //! happened to the ones before, over NATS (request-reply on `synergai.v1.infer.<model>`, the
 //! binary tensor form) or HTTP (`POST /v2/models/{model}/infer`). Each answer is matched with
 //! the `parameters` of the reply into a [`Record`].
+//!
+//! Over NATS every request of a run gets its own reply subject under one inbox prefix that the
+//! runner subscribes to with a wildcard, so a second answer to the same request is seen (and
+//! counted in [`Record::duplicates`]) instead of being dropped as a request-reply client would.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -68,6 +72,8 @@ pub struct Progress {
     pub lost: AtomicU64,
     /// Missed their target.
     pub violations: AtomicU64,
+    /// Answers beyond the first to the same request.
+    pub duplicates: AtomicU64,
 }
 
 impl Progress {
@@ -81,11 +87,12 @@ impl Progress {
         let answered = self.answered();
         let v = self.violations.load(Ordering::Relaxed);
         format!(
-            "sent {} ok {} errors {} lost {} violations {:.1}%",
+            "sent {} ok {} errors {} lost {} duplicates {} violations {:.1}%",
             self.sent.load(Ordering::Relaxed),
             self.ok.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
             self.lost.load(Ordering::Relaxed),
+            self.duplicates.load(Ordering::Relaxed),
             if answered == 0 {
                 0.0
             } else {
@@ -146,8 +153,12 @@ fn encode_bodies(
     Ok(out)
 }
 
+/// How long a NATS run keeps watching for second answers after the last first answer.
+pub const DUPLICATE_GRACE: Duration = Duration::from_secs(1);
+
 /// Sends `plan` open-loop and returns a record per request sent, in plan order. Stops sending
-/// when `stop` is cancelled, and still waits for the answers of what was sent.
+/// when `stop` is cancelled, and still waits for the answers of what was sent (and, over NATS,
+/// [`DUPLICATE_GRACE`] more for second answers).
 pub async fn run(
     plan: &[Planned],
     catalog: &Catalog,
@@ -156,7 +167,24 @@ pub async fn run(
     progress: Arc<Progress>,
     stop: CancellationToken,
 ) -> anyhow::Result<Vec<Record>> {
+    run_watching(plan, catalog, target, opts, progress, stop, DUPLICATE_GRACE).await
+}
+
+/// As [`run`], watching `grace` after the last answer for second answers to any request.
+pub async fn run_watching(
+    plan: &[Planned],
+    catalog: &Catalog,
+    target: &Target,
+    opts: &SendOptions,
+    progress: Arc<Progress>,
+    stop: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<Vec<Record>> {
     let bodies = encode_bodies(plan, catalog, opts)?;
+    let inbox = match target {
+        Target::Nats { client, .. } => Some(Inbox::open(client, progress.clone()).await?),
+        Target::Http { .. } => None,
+    };
     let http = match target {
         Target::Http { .. } => Some(
             HttpClient::builder(TokioExecutor::new())
@@ -175,12 +203,13 @@ pub async fn run(
             _ = tokio::time::sleep_until(at) => {}
         }
         let body = bodies[&(p.model.clone(), p.samples, p.slo_ms.to_bits())].clone();
-        let (target, http, opts, tx, progress) = (
+        let (target, http, opts, tx, progress, inbox) = (
             target.clone(),
             http.clone(),
             opts.clone(),
             tx.clone(),
             progress.clone(),
+            inbox.clone(),
         );
         let p = p.clone();
         progress.sent.fetch_add(1, Ordering::Relaxed);
@@ -194,14 +223,15 @@ pub async fn run(
                 slo_ms: p.slo_ms,
                 ..Record::default()
             };
-            let answer = match (&target, &http) {
-                (Target::Nats { client, subjects }, _) => {
-                    send_nats(client, subjects, &p.model, body, opts.timeout).await
+            let answer = match (&target, &http, &inbox) {
+                (Target::Nats { client, subjects }, _, Some(inbox)) => {
+                    send_nats(client, subjects, inbox, p.seq, &p.model, body, opts.timeout).await
                 }
-                (Target::Http { base }, Some(http)) => {
+                (Target::Nats { .. }, _, None) => Answer::Lost("no reply inbox".into()),
+                (Target::Http { base }, Some(http), _) => {
                     send_http(http, base, &p.model, body, opts.timeout).await
                 }
-                (Target::Http { .. }, None) => Answer::Lost("no HTTP client".into()),
+                (Target::Http { .. }, None, _) => Answer::Lost("no HTTP client".into()),
             };
             let latency = sent.elapsed().as_secs_f64() * 1000.0;
             fill(&mut rec, answer, latency);
@@ -215,7 +245,106 @@ pub async fn run(
         records.push(r);
     }
     records.sort_by_key(|r| r.seq);
+    if let Some(inbox) = inbox {
+        tokio::time::sleep(grace).await;
+        let extra = inbox.close();
+        for r in &mut records {
+            if let Some(&n) = extra.get(&r.seq) {
+                r.duplicates = n;
+            }
+        }
+    }
     Ok(records)
+}
+
+/// The replies of one NATS run: a wildcard subscription on `<prefix>.*`, each request answered
+/// on `<prefix>.<seq>`. The first answer to a request goes to its sender; any later one is
+/// counted as a duplicate.
+#[derive(Clone)]
+struct Inbox {
+    prefix: String,
+    state: Arc<Mutex<InboxState>>,
+    router: Arc<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct InboxState {
+    /// Requests waiting for their first answer.
+    waiting: HashMap<u64, tokio::sync::oneshot::Sender<async_nats::Message>>,
+    /// Requests that got their first answer (or gave up waiting).
+    done: std::collections::HashSet<u64>,
+    /// Answers beyond the first, per request.
+    duplicates: HashMap<u64, u32>,
+}
+
+impl Inbox {
+    async fn open(client: &async_nats::Client, progress: Arc<Progress>) -> anyhow::Result<Inbox> {
+        let prefix = client.new_inbox();
+        let mut sub = client
+            .subscribe(format!("{prefix}.*"))
+            .await
+            .context("subscribing to the reply inbox")?;
+        client.flush().await.context("flushing the subscription")?;
+        let state = Arc::new(Mutex::new(InboxState::default()));
+        let router = {
+            let (state, progress, prefix) = (state.clone(), progress.clone(), prefix.clone());
+            tokio::spawn(async move {
+                use futures_util::StreamExt as _;
+                while let Some(msg) = sub.next().await {
+                    let Some(seq) = msg
+                        .subject
+                        .as_str()
+                        .strip_prefix(prefix.as_str())
+                        .and_then(|s| s.strip_prefix('.'))
+                        .and_then(|s| s.parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(tx) = st.waiting.remove(&seq) {
+                        st.done.insert(seq);
+                        let _ = tx.send(msg);
+                    } else if st.done.contains(&seq) {
+                        *st.duplicates.entry(seq).or_default() += 1;
+                        progress.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Ok(Inbox {
+            prefix,
+            state,
+            router: Arc::new(router),
+        })
+    }
+
+    /// The reply subject of request `seq`, and where its first answer will arrive.
+    fn expect(&self, seq: u64) -> (String, tokio::sync::oneshot::Receiver<async_nats::Message>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .insert(seq, tx);
+        (format!("{}.{seq}", self.prefix), rx)
+    }
+
+    /// Request `seq` stopped waiting (answered or timed out): any later answer is a duplicate
+    /// if it had one, late otherwise.
+    fn give_up(&self, seq: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .waiting
+            .remove(&seq);
+    }
+
+    /// Stops watching; the duplicates per request.
+    fn close(&self) -> HashMap<u64, u32> {
+        self.router.abort();
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.duplicates.clone()
+    }
 }
 
 /// What came back.
@@ -234,6 +363,8 @@ enum Answer {
 async fn send_nats(
     client: &async_nats::Client,
     subjects: &Subjects,
+    inbox: &Inbox,
+    seq: u64,
     model: &str,
     body: Body,
     timeout: Duration,
@@ -251,12 +382,25 @@ async fn send_nats(
     if let Some(n) = body.header_len {
         headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, n.to_string().as_str());
     }
-    let req = async_nats::Request::new()
-        .payload(body.bytes)
-        .headers(headers)
-        .timeout(Some(timeout));
-    match client.send_request(subjects.infer(&model), req).await {
-        Ok(msg) => match error_of(&msg) {
+    let (reply, answer) = inbox.expect(seq);
+    if let Err(e) = client
+        .publish_with_reply_and_headers(subjects.infer(&model), reply, headers, body.bytes)
+        .await
+    {
+        inbox.give_up(seq);
+        return Answer::Lost(e.to_string());
+    }
+    let first = tokio::time::timeout(timeout, answer).await;
+    inbox.give_up(seq);
+    match first {
+        Err(_) => Answer::Lost(format!("no answer in {timeout:?}")),
+        Ok(Err(_)) => Answer::Lost("reply inbox closed".into()),
+        // No intake listening: the request was refused, not lost in the system.
+        Ok(Ok(msg)) if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) => Answer::Error {
+            code: 503,
+            message: "no intake is listening".into(),
+        },
+        Ok(Ok(msg)) => match error_of(&msg) {
             Some((code, message)) => Answer::Error {
                 code: code.as_u16(),
                 message,
@@ -269,14 +413,6 @@ async fn send_nats(
                     .and_then(|v| v.as_str().parse().ok()),
                 body: msg.payload,
             },
-        },
-        Err(e) => match e.kind() {
-            // No intake listening: the request was refused, not lost in the system.
-            async_nats::RequestErrorKind::NoResponders => Answer::Error {
-                code: 503,
-                message: "no intake is listening".into(),
-            },
-            _ => Answer::Lost(e.to_string()),
         },
     }
 }

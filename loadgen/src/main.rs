@@ -61,6 +61,30 @@ struct NatsArgs {
     /// Subject prefix of the deployment (empty in production).
     #[arg(long, env = "SYNERGAI_NATS__SUBJECT_PREFIX", default_value = "")]
     prefix: String,
+    /// NATS user (with a password from SYNERGAI_NATS__PASSWORD or --nats-password-file).
+    #[arg(long, env = "SYNERGAI_NATS__USER")]
+    nats_user: Option<String>,
+    /// NATS password (prefer the environment variable: a flag shows in the process list).
+    #[arg(long, env = "SYNERGAI_NATS__PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// File holding the NATS password.
+    #[arg(long, env = "SYNERGAI_NATS__PASSWORD_FILE")]
+    nats_password_file: Option<PathBuf>,
+    /// NATS JWT credentials file (`.creds`).
+    #[arg(long, env = "SYNERGAI_NATS__CREDS_FILE")]
+    nats_creds: Option<PathBuf>,
+    /// Require TLS to NATS (implied by a tls:// URL).
+    #[arg(long, env = "SYNERGAI_NATS__TLS_REQUIRED")]
+    nats_tls: bool,
+    /// CA file for the NATS server's certificate.
+    #[arg(long, env = "SYNERGAI_NATS__TLS_CA_FILE")]
+    nats_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS with NATS (with --nats-key).
+    #[arg(long, env = "SYNERGAI_NATS__TLS_CERT_FILE")]
+    nats_cert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, env = "SYNERGAI_NATS__TLS_KEY_FILE")]
+    nats_key: Option<PathBuf>,
 }
 
 impl NatsArgs {
@@ -68,6 +92,17 @@ impl NatsArgs {
         let cfg = NatsConfig {
             url: self.nats.clone(),
             subject_prefix: self.prefix.clone(),
+            user: self.nats_user.clone(),
+            password: self
+                .nats_password
+                .clone()
+                .map(synergai_platform::secret::Secret::new),
+            password_file: self.nats_password_file.clone(),
+            creds_file: self.nats_creds.clone(),
+            tls_required: self.nats_tls,
+            tls_ca_file: self.nats_ca.clone(),
+            tls_cert_file: self.nats_cert.clone(),
+            tls_key_file: self.nats_key.clone(),
             ..NatsConfig::default()
         };
         let nats = synergai_platform::nats::connect(&cfg, "synergai-loadgen").await?;

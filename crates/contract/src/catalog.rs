@@ -257,6 +257,11 @@ impl TensorSpec {
                 describe_shape(&self.shape)
             )));
         }
+        if !all_finite(&t.data) {
+            return Err(bad(
+                "values must be finite numbers (no NaN or infinity)".into()
+            ));
+        }
         if let Some(values) = &self.values
             && !all_in(&t.data, values)
         {
@@ -272,6 +277,15 @@ fn describe_shape(shape: &[i64]) -> String {
         .map(|&d| if d < 0 { "batch".into() } else { d.to_string() })
         .collect();
     format!("[{}]", dims.join(", "))
+}
+
+/// Whether every floating-point element is finite; integer and boolean data always are.
+fn all_finite(data: &TensorData) -> bool {
+    match data {
+        TensorData::Fp32(v) => v.iter().all(|x| x.is_finite()),
+        TensorData::Fp64(v) => v.iter().all(|x| x.is_finite()),
+        _ => true,
+    }
 }
 
 fn all_in(data: &TensorData, allowed: &[f64]) -> bool {
@@ -466,6 +480,22 @@ mod tests {
         for (inputs, want) in cases {
             let err = e.check_inputs(inputs).expect_err(want);
             assert!(err.to_string().contains(want), "{err} does not say {want}");
+        }
+    }
+
+    #[test]
+    fn non_finite_values_are_refused() {
+        let e = entry();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut data = vec![0.5; 4];
+            data[2] = bad;
+            let input =
+                Tensor::new("input", vec![1, 4], TensorData::Fp32(data)).expect("consistent");
+            let err = e
+                .check_inputs(vec![input, f32s("state", vec![2, 1, 3]), sr(16000)])
+                .expect_err("non-finite");
+            assert_eq!(err.code(), crate::ErrorCode::BadRequest);
+            assert!(err.to_string().contains("finite"), "{err}");
         }
     }
 

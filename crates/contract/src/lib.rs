@@ -11,6 +11,7 @@
 //! - [`site`] — site tiers (edge, cloud).
 //! - [`store`] — the profiling store's requests, replies and events.
 //! - [`trace`] — W3C trace context.
+//! - [`validate`] — decoding and validation of the store's messages (telemetry, outcomes, API).
 //!
 //! A shipped version of this contract is frozen: snapshot tests (`tests/wire.rs`) catch any
 //! change to the serialised JSON.
@@ -27,6 +28,7 @@ pub mod store;
 pub mod subjects;
 pub mod tensor;
 pub mod trace;
+pub mod validate;
 
 pub use error::{ContractError, ErrorBody, ErrorCode};
 pub use site::Tier;

@@ -786,6 +786,72 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_json_numbers_are_refused() {
+        use ErrorCode::BadRequest;
+        let t = |data: &str| {
+            format!(r#"{{"inputs":[{{"name":"x","shape":[2],"datatype":"FP32","data":{data}}}]}}"#)
+        };
+        for lit in ["NaN", "Infinity", "-Infinity", "nan"] {
+            assert_bad(
+                t(&format!("[1,{lit}]")).as_bytes(),
+                None,
+                BadRequest,
+                "invalid JSON",
+            );
+        }
+        assert_bad(t("[1,1e999]").as_bytes(), None, BadRequest, "out of range");
+        assert_bad(t("[1,-1e999]").as_bytes(), None, BadRequest, "out of range");
+        assert_bad(t("[1,3.5e38]").as_bytes(), None, BadRequest, "does not fit");
+        // FP64 takes what f64 holds, and nothing past it.
+        let f64s = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP64","data":[1e999]}]}"#;
+        assert_bad(f64s.as_bytes(), None, BadRequest, "out of range");
+    }
+
+    #[test]
+    fn declared_shapes_never_drive_allocation() {
+        use ErrorCode::{BadRequest, PayloadTooLarge};
+        let header = |shape: &str, size: &str| {
+            format!(
+                r#"{{"inputs":[{{"name":"x","shape":{shape},"datatype":"FP32","parameters":{{"binary_data_size":{size}}}}}]}}"#
+            )
+        };
+        let cases = [
+            (
+                "[1,4294967296,4294967296,3]",
+                "8",
+                PayloadTooLarge,
+                "overflows",
+            ),
+            (
+                "[1,2147483648,2147483648,3]",
+                "8",
+                PayloadTooLarge,
+                "too large",
+            ),
+            (
+                "[4611686018427387904]",
+                "18446744073709551615",
+                PayloadTooLarge,
+                "too large",
+            ),
+            (
+                "[1073741824]",
+                "4294967296",
+                BadRequest,
+                "runs past the end",
+            ),
+            ("[-4294967296]", "8", BadRequest, "negative dimension"),
+        ];
+        for (shape, size, code, says) in cases {
+            let h = header(shape, size);
+            let body = [h.as_bytes(), &[0u8; 8]].concat();
+            assert_bad(&body, Some(h.len()), code, says);
+        }
+        let json = r#"{"inputs":[{"name":"x","shape":[1,2147483648,2147483648,3],"datatype":"FP32","data":[1]}]}"#;
+        assert_bad(json.as_bytes(), None, BadRequest, "but data has 1");
+    }
+
+    #[test]
     fn malformed_binary_requests_are_refused_with_reasons() {
         use ErrorCode::BadRequest;
         let header = |size: &str| {

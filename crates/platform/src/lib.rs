@@ -4,6 +4,7 @@
 //! - [`telemetry`] — `tracing` initialisation, with the seam where OTLP export plugs in.
 //! - [`nats`] — NATS connections and the contract's error replies.
 //! - [`ops`] — the HTTP operations endpoint: metrics and health.
+//! - [`secret`] — passwords and tokens that stay out of logs.
 //! - [`shutdown`] — cancellation on SIGTERM and SIGINT.
 //! - [`cpu`] — the CPU facts a worker reports and its pinning to a core set.
 
@@ -11,6 +12,7 @@ pub mod config;
 pub mod cpu;
 pub mod nats;
 pub mod ops;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 

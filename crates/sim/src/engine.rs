@@ -942,6 +942,7 @@ impl<'a> Sim<'a> {
                     exec_ms: job.exec_ms,
                     total_ms: latency,
                     policy: Some(policy.to_owned()),
+                    duplicates: 0,
                 }
             })
             .collect();

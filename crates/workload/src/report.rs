@@ -52,6 +52,9 @@ pub struct Record {
     pub total_ms: Option<f64>,
     /// Policy that placed it, as the reply says.
     pub policy: Option<String>,
+    /// Answers beyond the first (must be 0: every request is answered at most once).
+    #[serde(default)]
+    pub duplicates: u32,
 }
 
 impl Record {
@@ -190,6 +193,9 @@ pub struct Report {
     pub errors: u64,
     /// Not answered (must be 0).
     pub lost: u64,
+    /// Answers beyond the first to the same request (must be 0).
+    #[serde(default)]
+    pub duplicates: u64,
     /// Missed their target (late or error).
     pub violations: u64,
     /// `violations / (ok + errors)`.
@@ -264,6 +270,7 @@ impl Report {
             ok: all.ok,
             errors: all.errors,
             lost: all.lost,
+            duplicates: records.iter().map(|r| u64::from(r.duplicates)).sum(),
             violations: all.violations,
             violation_rate: all.violation_rate,
             excess_ms_total: all.excess_ms_total,

@@ -1,7 +1,8 @@
 //! Admission: validate a request against the catalogue, stamp it, and normalise it into the job
 //! envelope the scheduler and workers read. Shared by the NATS and HTTP front doors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use synergai_contract::catalog::Catalog;
@@ -23,6 +24,25 @@ pub struct AdmissionConfig {
     pub max_slo_ms: f64,
     /// Largest request body accepted, bytes (the message bus may allow less).
     pub max_request_bytes: usize,
+    /// Most requests one client may have in flight at this intake; the excess is refused at
+    /// once with 503, so one client flooding the front door cannot crowd out the others.
+    /// 0 disables the limit.
+    ///
+    /// A client is the reply subject's inbox on NATS (the subject up to and including its
+    /// second token, `_INBOX.<nuid>`: one connection's request-reply mux) and the peer's IP
+    /// address on HTTP. A request is in flight from its arrival until:
+    /// - HTTP: its response is sent (the intake relays the reply, so it knows);
+    /// - NATS: the reply goes from worker to client without the intake, so until the job
+    ///   event of the batch that answered it (`events.job.<worker>`, which names its requests)
+    ///   reaches the intake, or else until its deadline plus `client_release_grace_ms`
+    ///   (refusals by the scheduler or a worker come by the deadline).
+    ///
+    /// Size it to what the workers drain within a typical latency target: a client with that
+    /// many requests queued already holds its share.
+    pub max_in_flight_per_client: usize,
+    /// How long past its deadline an accepted NATS request still counts as in flight when no
+    /// job event has named it, ms.
+    pub client_release_grace_ms: u64,
 }
 
 impl Default for AdmissionConfig {
@@ -33,6 +53,8 @@ impl Default for AdmissionConfig {
             slo_ms: BTreeMap::new(),
             max_slo_ms: 600_000.0,
             max_request_bytes: 64 << 20,
+            max_in_flight_per_client: 256,
+            client_release_grace_ms: 1_000,
         }
     }
 }
@@ -186,4 +208,222 @@ pub fn admit(
         header_len: normalised.header_len,
         body: normalised.body,
     })
+}
+
+/// The client a NATS request comes from: its reply subject up to and including the second
+/// token (`_INBOX.<nuid>` of a connection's request-reply mux).
+pub fn nats_client(reply: &str) -> &str {
+    match reply.match_indices('.').nth(1) {
+        Some((i, _)) => &reply[..i],
+        None => reply,
+    }
+}
+
+/// Per-client counts of requests in flight, and the accepted requests still counted, by id.
+/// See [`AdmissionConfig::max_in_flight_per_client`].
+#[derive(Debug)]
+pub struct ClientLimits {
+    cap: usize,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug, Default)]
+struct LimitState {
+    /// Requests in flight by client.
+    counts: HashMap<String, usize>,
+    /// Accepted requests still counted: client and when they stop counting (µs since epoch).
+    held: HashMap<String, (String, i64)>,
+    /// The same, by release time.
+    by_time: BTreeSet<(i64, String)>,
+}
+
+impl LimitState {
+    fn leave(&mut self, client: &str) {
+        if let Some(n) = self.counts.get_mut(client) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(client);
+            }
+        }
+    }
+}
+
+/// One request's place in its client's count; the place is given back when this is dropped,
+/// unless [`hold_until`](Self::hold_until) keeps it past the request's acceptance.
+#[derive(Debug)]
+#[must_use]
+pub struct Slot {
+    limits: Arc<ClientLimits>,
+    client: Option<String>,
+}
+
+impl ClientLimits {
+    /// Limits of `cap` requests in flight per client; 0 means unlimited.
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(ClientLimits {
+            cap,
+            state: Mutex::new(LimitState::default()),
+        })
+    }
+
+    /// A place for one more request of `client`, or 503 when it has `cap` in flight.
+    pub fn enter(self: &Arc<Self>, client: &str) -> Result<Slot, Refused> {
+        if self.cap == 0 {
+            return Ok(Slot {
+                limits: self.clone(),
+                client: None,
+            });
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let n = st.counts.entry(client.to_owned()).or_insert(0);
+        if *n >= self.cap {
+            return Err(Refused::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "too many requests in flight from this client (limit {}); retry later",
+                    self.cap
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(Slot {
+            limits: self.clone(),
+            client: Some(client.to_owned()),
+        })
+    }
+
+    /// An accepted request was answered: its place is given back. Unknown ids are ignored.
+    pub fn finished(&self, request_id: &str) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((client, at)) = st.held.remove(request_id) else {
+            return false;
+        };
+        st.by_time.remove(&(at, request_id.to_owned()));
+        st.leave(&client);
+        true
+    }
+
+    /// Gives back the places of accepted requests whose release time is at or before `now_us`;
+    /// returns how many.
+    pub fn expire(&self, now_us: i64) -> usize {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        while let Some((at, id)) = st.by_time.first().cloned() {
+            if at > now_us {
+                break;
+            }
+            st.by_time.pop_first();
+            if let Some((client, _)) = st.held.remove(&id) {
+                st.leave(&client);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Requests in flight from `client`.
+    pub fn in_flight(&self, client: &str) -> usize {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.counts.get(client).copied().unwrap_or(0)
+    }
+
+    /// Accepted requests still counted, over all clients.
+    pub fn held(&self) -> usize {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.held.len()
+    }
+}
+
+impl Slot {
+    /// Keeps the place after acceptance, until [`ClientLimits::finished`] names `request_id` or
+    /// `release_at_us` passes.
+    pub fn hold_until(mut self, request_id: String, release_at_us: i64) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let mut st = self.limits.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((old, at)) = st.held.insert(request_id.clone(), (client, release_at_us)) {
+            // A request id is stamped once; should one repeat, the older place is given back.
+            st.by_time.remove(&(at, request_id.clone()));
+            st.leave(&old);
+        }
+        st.by_time.insert((release_at_us, request_id));
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let mut st = self.limits.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.leave(&client);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_clients_are_their_inbox() {
+        assert_eq!(nats_client("_INBOX.abc.17"), "_INBOX.abc");
+        assert_eq!(nats_client("_INBOX.abc.17.3"), "_INBOX.abc");
+        assert_eq!(nats_client("_INBOX.abc"), "_INBOX.abc");
+        assert_eq!(nats_client("reply"), "reply");
+    }
+
+    #[test]
+    fn a_client_over_its_cap_is_refused_and_others_are_not() {
+        let limits = ClientLimits::new(2);
+        let a1 = limits.enter("a").expect("first");
+        let a2 = limits.enter("a").expect("second");
+        let refused = limits.enter("a").expect_err("third");
+        assert_eq!(refused.code, ErrorCode::Unavailable);
+        let b = limits.enter("b").expect("another client");
+        drop(a1);
+        let a3 = limits.enter("a").expect("a place was given back");
+        assert_eq!(limits.in_flight("a"), 2);
+        drop((a2, a3, b));
+        assert_eq!(limits.in_flight("a"), 0);
+        assert_eq!(limits.in_flight("b"), 0);
+    }
+
+    #[test]
+    fn accepted_requests_count_until_answered_or_expired() {
+        let limits = ClientLimits::new(2);
+        limits
+            .enter("a")
+            .expect("place")
+            .hold_until("r1".into(), 100);
+        limits
+            .enter("a")
+            .expect("place")
+            .hold_until("r2".into(), 200);
+        assert!(
+            limits.enter("a").is_err(),
+            "both accepted requests still count"
+        );
+        assert!(limits.finished("r2"));
+        assert!(!limits.finished("r2"), "a place is given back once");
+        let slot = limits.enter("a").expect("r2's place");
+        drop(slot);
+        assert_eq!(limits.expire(99), 0);
+        assert_eq!(limits.expire(100), 1);
+        assert_eq!(limits.in_flight("a"), 0);
+        assert_eq!(limits.held(), 0);
+        assert!(!limits.finished("r1"), "expired already");
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let limits = ClientLimits::new(0);
+        let slots: Vec<Slot> = (0..1000)
+            .map(|_| limits.enter("a").expect("unlimited"))
+            .collect();
+        assert_eq!(limits.in_flight("a"), 0);
+        for (i, s) in slots.into_iter().enumerate() {
+            s.hold_until(i.to_string(), 0);
+        }
+        assert_eq!(limits.held(), 0);
+    }
 }

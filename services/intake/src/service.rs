@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::{Client, HeaderMap};
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap as HttpHeaders, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,13 +29,14 @@ use synergai_contract::serving::JOB_HEADER;
 use synergai_contract::trace::TraceContext;
 use synergai_contract::{ErrorBody, ErrorCode, ModelName, Subjects};
 use synergai_platform::nats::{self as pnats, NatsConfig};
+use synergai_platform::secret::{self, Secret};
 use synergai_platform::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::accept::{AdmissionConfig, Incoming, Refused, admit};
+use crate::accept::{AdmissionConfig, ClientLimits, Incoming, Refused, Slot, admit, nats_client};
 
 /// The whole intake configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +74,12 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// How long an HTTP request waits past its deadline for its reply, ms.
     pub reply_grace_ms: u64,
+    /// When set, inference and model metadata (`/v2/models/...`) require
+    /// `Authorization: Bearer <token>` (`SYNERGAI_HTTP__BEARER_TOKEN`); health, server metadata
+    /// and `/metrics` stay open.
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token (a mounted Secret), instead of `bearer_token`.
+    pub bearer_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -79,7 +87,21 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: Some(SocketAddr::from(([0, 0, 0, 0], 8000))),
             reply_grace_ms: 5_000,
+            bearer_token: None,
+            bearer_token_file: None,
         }
+    }
+}
+
+impl HttpConfig {
+    /// The bearer token the HTTP front door requires, if any (read from its file when so
+    /// configured).
+    pub fn bearer(&self) -> Result<Option<Secret>, String> {
+        secret::resolve(
+            "http.bearer_token",
+            self.bearer_token.as_ref(),
+            self.bearer_token_file.as_deref(),
+        )
     }
 }
 
@@ -104,6 +126,7 @@ struct Ctx {
     js: jetstream::Context,
     subjects: Subjects,
     metrics: Option<PrometheusHandle>,
+    limits: Arc<ClientLimits>,
 }
 
 /// A running intake.
@@ -146,6 +169,7 @@ impl Intake {
             nats: nats.clone(),
             subjects: subjects.clone(),
             metrics,
+            limits: ClientLimits::new(cfg.intake.max_in_flight_per_client),
             cfg: cfg.clone(),
         });
         let tasks = TaskTracker::new();
@@ -154,6 +178,13 @@ impl Intake {
             .await
             .map_err(|e| StartError::Setup(e.to_string()))?;
         tasks.spawn(serve_nats(ctx.clone(), sub, tasks.clone(), cancel.clone()));
+        if cfg.intake.max_in_flight_per_client > 0 {
+            let jobs = nats
+                .subscribe(subjects.job_events())
+                .await
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            tasks.spawn(release_answered(ctx.clone(), jobs, cancel.clone()));
+        }
         let http = match cfg.http.listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -162,9 +193,11 @@ impl Intake {
                 let bound = listener
                     .local_addr()
                     .map_err(|e| StartError::Setup(e.to_string()))?;
-                let app = router(ctx.clone());
+                let bearer = cfg.http.bearer().map_err(StartError::Setup)?;
+                let app = router(ctx.clone(), bearer.map(Arc::new));
                 let stop = cancel.clone();
                 tasks.spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
                     let served = axum::serve(listener, app)
                         .with_graceful_shutdown(async move { stop.cancelled().await })
                         .await;
@@ -265,19 +298,44 @@ async fn submit_in(
     let name = ModelName::parse(admitted.meta.model.as_str())?;
     let unavailable =
         |e: String| Refused::new(ErrorCode::Unavailable, format!("request not accepted: {e}"));
-    let ack = ctx
-        .js
-        .publish_with_headers(
-            ctx.subjects.sched_request(&name),
-            headers,
-            admitted.body.into(),
-        )
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    ack.await.map_err(|e| unavailable(e.to_string()))?;
+    // An acknowledgement lost in transit (the NATS server restarting) leaves it unknown whether
+    // JetStream stored the request: publish again with the same message id (JetStream keeps one
+    // copy) rather than answer 503 for a request that may still be served.
+    let (subject, body): (_, Bytes) = (ctx.subjects.sched_request(&name), admitted.body.into());
+    for attempt in 1.. {
+        let acked = match ctx
+            .js
+            .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+            .await
+        {
+            Ok(ack) => ack.await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match acked {
+            Ok(()) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::PublishErrorKind::TimedOut
+                        | jetstream::context::PublishErrorKind::BrokenPipe
+                ) && attempt < 4
+                    && unix_us() < admitted.meta.deadline_us =>
+            {
+                tracing::warn!(error = %e, attempt, "request not acknowledged; publishing it again");
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        }
+    }
     metrics::counter!("synergai_intake_accepted_total", "model" => admitted.meta.model.clone())
         .increment(1);
     Ok((admitted.meta.request_id, admitted.meta.deadline_us))
+}
+
+/// Counts a request refused for its client's limit, and answers it.
+fn client_refused(transport: &'static str, r: &Refused) {
+    metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string()).increment(1);
+    metrics::counter!("synergai_intake_shed_total", "reason" => "client_in_flight", "transport" => transport)
+        .increment(1);
 }
 
 async fn serve_nats(
@@ -293,10 +351,20 @@ async fn serve_nats(
         };
         let arrival_us = unix_us();
         let ctx = ctx.clone();
+        let Some(reply) = msg.reply.clone() else {
+            metrics::counter!("synergai_intake_no_reply_subject_total").increment(1);
+            continue;
+        };
+        // The client's place is taken here, in arrival order, before any work is spawned.
+        let slot = ctx.limits.enter(nats_client(reply.as_str()));
         tasks.spawn(async move {
-            let Some(reply) = msg.reply.clone() else {
-                metrics::counter!("synergai_intake_no_reply_subject_total").increment(1);
-                return;
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(r) => {
+                    client_refused("nats", &r);
+                    let _ = pnats::reply_error(&ctx.nats, reply, r.code, &r.message).await;
+                    return;
+                }
             };
             let model = ctx
                 .subjects
@@ -316,27 +384,123 @@ async fn serve_nats(
                 reply: reply.as_str(),
                 arrival_us,
             };
-            if let Err(r) = submit(&ctx, incoming, trace, "nats").await {
-                metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())
-                    .increment(1);
-                let _ = pnats::reply_error(&ctx.nats, reply, r.code, &r.message).await;
+            match submit(&ctx, incoming, trace, "nats").await {
+                Ok((request_id, deadline_us)) => {
+                    let grace_us = ctx.cfg.intake.client_release_grace_ms as i64 * 1000;
+                    slot.hold_until(request_id, deadline_us.saturating_add(grace_us));
+                }
+                Err(r) => {
+                    drop(slot);
+                    metrics::counter!("synergai_intake_refused_total", "code" => r.code.to_string())
+                        .increment(1);
+                    let _ = pnats::reply_error(&ctx.nats, reply, r.code, &r.message).await;
+                }
             }
         });
     }
 }
 
-fn router(ctx: Arc<Ctx>) -> Router {
+/// Gives back clients' places as job events name the requests a batch answered, and those of
+/// requests past their deadline and grace.
+async fn release_answered(
+    ctx: Arc<Ctx>,
+    mut jobs: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    #[derive(Deserialize)]
+    struct Answered {
+        #[serde(default)]
+        request_ids: Vec<String>,
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {
+                ctx.limits.expire(unix_us());
+            }
+            m = jobs.next() => match m {
+                Some(m) => {
+                    if let Ok(a) = serde_json::from_slice::<Answered>(&m.payload) {
+                        for id in &a.request_ids {
+                            ctx.limits.finished(id);
+                        }
+                    }
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// The HTTP routes. With a bearer token, every `/v2/models/...` route (inference, model
+/// metadata and readiness) requires it; liveness, readiness, server metadata and `/metrics`
+/// stay open for probes and scrapers.
+fn router(ctx: Arc<Ctx>, bearer: Option<Arc<Secret>>) -> Router {
     let limit = ctx.cfg.intake.max_request_bytes;
+    let mut models = Router::new()
+        .route("/v2/models/{model}", get(model_metadata))
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route("/v2/models/{model}/infer", post(infer));
+    if let Some(token) = bearer {
+        models = models.route_layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                require_bearer(token.clone(), req, next)
+            },
+        ));
+    }
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(|| async { StatusCode::OK }))
         .route("/v2/health/ready", get(ready))
-        .route("/v2/models/{model}", get(model_metadata))
-        .route("/v2/models/{model}/ready", get(model_ready))
-        .route("/v2/models/{model}/infer", post(infer))
         .route("/metrics", get(metrics_text))
+        .merge(models)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(ctx)
+}
+
+/// Lets the request through only with `Authorization: Bearer <token>` (the scheme in any case;
+/// the token compared in constant time); otherwise 401 with `WWW-Authenticate: Bearer`.
+async fn require_bearer(
+    token: Arc<Secret>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_at_checked(7)?;
+            scheme
+                .eq_ignore_ascii_case(b"bearer ")
+                .then(|| rest.trim_ascii())
+        });
+    let (why, challenge) = match given {
+        Some(t) if token.matches(t) => return next.run(req).await,
+        Some(_) => (
+            "invalid bearer token",
+            "Bearer realm=\"synergai\", error=\"invalid_token\"",
+        ),
+        None => (
+            "missing bearer token: send Authorization: Bearer <token>",
+            "Bearer realm=\"synergai\"",
+        ),
+    };
+    metrics::counter!("synergai_intake_unauthorized_total").increment(1);
+    let mut resp = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(ErrorBody {
+            error: why.to_owned(),
+        }),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    resp
 }
 
 fn error_response(code: ErrorCode, message: &str) -> Response {
@@ -416,10 +580,23 @@ async fn model_ready(State(ctx): State<Arc<Ctx>>, Path(model): Path<String>) -> 
 async fn infer(
     State(ctx): State<Arc<Ctx>>,
     Path(model): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HttpHeaders,
     body: Bytes,
 ) -> Response {
     let arrival_us = unix_us();
+    // The client's place is held until the response is sent (dropped with this handler).
+    let client = peer.map_or_else(
+        || "http".to_owned(),
+        |Extension(ConnectInfo(addr))| format!("http:{}", addr.ip()),
+    );
+    let _slot: Slot = match ctx.limits.enter(&client) {
+        Ok(slot) => slot,
+        Err(r) => {
+            client_refused("http", &r);
+            return error_response(r.code, &r.message);
+        }
+    };
     let header_len = headers
         .get(INFERENCE_HEADER_CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

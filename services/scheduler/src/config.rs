@@ -66,8 +66,13 @@ pub struct Settings {
     /// Candidates listed in each decision event (0: none).
     pub decision_candidates: usize,
     /// Accepted requests kept in the JetStream work queue while no scheduler has taken them:
-    /// `memory` (fast; survives scheduler restarts, not a NATS server restart) or `file`.
+    /// `memory` (fast; survives scheduler restarts, not a NATS server restart) or `file` (the
+    /// durable choice: survives a NATS server restart too).
     pub request_storage: String,
+    /// Most bytes of accepted requests the work queue holds; past it the intake refuses new
+    /// requests with 503. A memory-backed queue reserves this much of the NATS server's JetStream
+    /// memory, a file-backed one of its disk.
+    pub request_max_bytes: i64,
     /// An accepted request not acknowledged within this long (its job has not ended, or the
     /// scheduler that took it died) is delivered again: to this scheduler, which keeps serving
     /// it, or to the next one, which adopts it from the worker holding it or places it. ms.
@@ -89,6 +94,7 @@ impl Default for Settings {
             lost_after_heartbeats: 4,
             decision_candidates: 4,
             request_storage: "memory".into(),
+            request_max_bytes: 2 << 30,
             redeliver_after_ms: 30_000,
         }
     }

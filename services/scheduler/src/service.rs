@@ -121,9 +121,15 @@ impl Scheduler {
             .map_err(|e| setup(e.to_string()))?;
         let js = jetstream::new(nats.clone());
         let redeliver_after = Duration::from_millis(config.scheduler.redeliver_after_ms.max(100));
-        let consumer = open_work_queue(&js, &subjects, storage, redeliver_after)
-            .await
-            .map_err(setup)?;
+        let consumer = open_work_queue(
+            &js,
+            &subjects,
+            storage,
+            config.scheduler.request_max_bytes,
+            redeliver_after,
+        )
+        .await
+        .map_err(setup)?;
         let profiles = ProfileCache::new(nats.clone(), subjects.clone(), ColdStart::default());
         let tasks = TaskTracker::new();
         tasks.spawn({
@@ -233,6 +239,7 @@ async fn open_work_queue(
     js: &jetstream::Context,
     subjects: &Subjects,
     storage: stream::StorageType,
+    max_bytes: i64,
     redeliver_after: Duration,
 ) -> Result<consumer::PullConsumer, String> {
     let config = stream::Config {
@@ -241,7 +248,7 @@ async fn open_work_queue(
         retention: stream::RetentionPolicy::WorkQueue,
         discard: stream::DiscardPolicy::New,
         storage,
-        max_bytes: 2 << 30,
+        max_bytes,
         duplicate_window: Duration::from_secs(120),
         allow_direct: true,
         ..Default::default()
@@ -446,27 +453,92 @@ struct Taken {
     trace: Option<TraceContext>,
 }
 
+/// Takes accepted requests for as long as the scheduler runs. When the work queue or its
+/// consumer goes away (a NATS server restarted without them: a memory-backed queue), they are
+/// created again and taking resumes.
 async fn take_requests(
     ctx: Arc<Ctx>,
-    consumer: consumer::PullConsumer,
+    mut consumer: consumer::PullConsumer,
     tasks: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let js = jetstream::new(ctx.nats.clone());
+    loop {
+        take_from(&ctx, &consumer, &tasks, &cancel).await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            let storage = if ctx.config.scheduler.request_storage == "file" {
+                stream::StorageType::File
+            } else {
+                stream::StorageType::Memory
+            };
+            let redeliver_after =
+                Duration::from_millis(ctx.config.scheduler.redeliver_after_ms.max(100));
+            match open_work_queue(
+                &js,
+                &ctx.subjects,
+                storage,
+                ctx.config.scheduler.request_max_bytes,
+                redeliver_after,
+            )
+            .await
+            {
+                Ok(c) => {
+                    tracing::info!("work queue opened again");
+                    consumer = c;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "work queue not reachable; retrying"),
+            }
+        }
+    }
+}
+
+/// Takes from `consumer` until cancelled (returns) or until the consumer is gone.
+async fn take_from(
+    ctx: &Arc<Ctx>,
+    consumer: &consumer::PullConsumer,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    use consumer::pull::MessagesErrorKind;
     let mut messages = match consumer.messages().await {
         Ok(m) => m,
         Err(e) => {
-            tracing::error!(error = %e, "cannot consume accepted requests");
+            tracing::warn!(error = %e, "cannot consume accepted requests");
             return;
         }
     };
+    let mut missed = 0u32;
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => return,
-            m = messages.next() => match m { Some(Ok(m)) => m, Some(Err(e)) => { tracing::warn!(error = %e, "request stream"); continue } None => return },
+            m = messages.next() => match m {
+                Some(Ok(m)) => { missed = 0; m }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "request stream");
+                    match e.kind() {
+                        MessagesErrorKind::ConsumerDeleted | MessagesErrorKind::NoResponders => return,
+                        MessagesErrorKind::MissingHeartbeat => {
+                            missed += 1;
+                            // Heartbeats keep missing: check that the consumer is still there.
+                            if missed >= 3 {
+                                return;
+                            }
+                        }
+                        _ => {}
+                    }
+                    continue
+                }
+                None => return,
+            },
         };
         let mut batch = vec![first];
         let window = {
-            let core = lock(&ctx);
+            let core = lock(ctx);
             core.policy.window(core.workers().len())
         };
         if window > 1 {
@@ -494,7 +566,7 @@ async fn take_requests(
             let (seq, delivered) = (info.stream_sequence, info.delivered);
             let ack_subject = msg.reply.as_ref().map(|r| r.to_string());
             if delivered > 1 {
-                if !adopt(&ctx, &meta, seq, ack_subject.as_deref()) {
+                if !adopt(ctx, &meta, seq, ack_subject.as_deref()) {
                     continue;
                 }
                 // Held nowhere: answered while no scheduler was there to acknowledge it?
@@ -514,7 +586,7 @@ async fn take_requests(
                 ack: ack_subject,
             });
         }
-        place_and_dispatch(&ctx, &tasks, taken, 1, Vec::new());
+        place_and_dispatch(ctx, tasks, taken, 1, Vec::new());
     }
 }
 

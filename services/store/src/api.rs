@@ -3,33 +3,31 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use synergai_contract::profile::{ProfilePoint, Unsupported};
 use synergai_contract::store::{
     BestRequest, BestResponse, ConfigEstimate, LedgerQuery, LedgerSummary, ProfileTable,
     ProfilesUpdated, StoreStats, TableRequest, UpdateSource, UpsertProfiles,
 };
-use synergai_contract::subjects::is_token;
+use synergai_contract::validate;
 use synergai_contract::{ModelName, StoreOp};
 
 use crate::db;
 use crate::error::ApiError;
 use crate::state::StoreState;
 
-/// Longest free-text field accepted (device class, CPU model, versions, reasons), characters.
-pub const MAX_TEXT: usize = 256;
+pub use synergai_contract::validate::MAX_TEXT;
 
 /// A request that takes no arguments: `{}` or an empty body.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+fn invalid(e: validate::Invalid) -> ApiError {
+    ApiError::BadRequest(e.0)
+}
+
 /// Decodes a JSON request. An empty body means "all defaults" where `T` has them.
 fn decode<T: DeserializeOwned>(payload: &[u8], empty_ok: Option<T>) -> Result<T, ApiError> {
-    if payload.iter().all(u8::is_ascii_whitespace) {
-        return empty_ok.ok_or_else(|| ApiError::BadRequest("empty request body".into()));
-    }
-    serde_json::from_slice(payload)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))
+    validate::decode_request(payload, empty_ok).map_err(invalid)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
@@ -38,84 +36,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 
 /// Checks a free-text field: present, bounded, printable.
 pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
-    if value.is_empty() || value.chars().count() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(format!(
-            "{field} must be 1 to {MAX_TEXT} printable characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks a name that also travels as a subject token (engine, worker, site).
-pub fn check_token(field: &str, value: &str) -> Result<(), ApiError> {
-    if is_token(value) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{field} {value:?} must be 1 to 64 of A-Z a-z 0-9 _ -"
-        )))
-    }
-}
-
-/// Checks a measured quantity: finite and not negative.
-pub fn check_amount(field: &str, value: f64) -> Result<(), ApiError> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "{field} must be a finite, non-negative number"
-        )))
-    }
-}
-
-fn check_point(p: &ProfilePoint) -> Result<(), ApiError> {
-    ModelName::parse(p.model.as_str())?;
-    check_token("engine", &p.engine)?;
-    check_text("device_class", &p.device_class)?;
-    check_text("arch", &p.arch)?;
-    check_text("cpu_model", &p.cpu_model)?;
-    check_text("engine_version", &p.engine_version)?;
-    check_text("library_version", &p.library_version)?;
-    check_text("worker", &p.worker)?;
-    if !(1..=4096).contains(&p.threads) || !(1..=65_536).contains(&p.batch) {
-        return Err(ApiError::BadRequest(format!(
-            "threads {} / batch {} out of range",
-            p.threads, p.batch
-        )));
-    }
-    if p.runs == 0 {
-        return Err(ApiError::BadRequest("runs must be at least 1".into()));
-    }
-    for (field, v) in [
-        ("mean_ms", p.mean_ms),
-        ("p50_ms", p.p50_ms),
-        ("p95_ms", p.p95_ms),
-        ("p99_ms", p.p99_ms),
-        ("min_ms", p.min_ms),
-        ("max_ms", p.max_ms),
-        ("qps", p.qps),
-    ] {
-        check_amount(field, v)?;
-    }
-    if i64::try_from(p.peak_rss_bytes).is_err() || p.core_set.len() > 4096 {
-        return Err(ApiError::BadRequest(
-            "peak_rss_bytes or core_set out of range".into(),
-        ));
-    }
-    Ok(())
-}
-
-fn check_unsupported(u: &Unsupported) -> Result<(), ApiError> {
-    ModelName::parse(u.model.as_str())?;
-    check_token("engine", &u.engine)?;
-    check_text("device_class", &u.device_class)?;
-    check_text("worker", &u.worker)?;
-    if u.unsupported.is_empty() || u.unsupported.len() > 4096 {
-        return Err(ApiError::BadRequest(
-            "unsupported reason must be 1 to 4096 bytes".into(),
-        ));
-    }
-    Ok(())
+    validate::check_text(field, value).map_err(invalid)
 }
 
 /// Handles one request; `payload` has already passed the size limit.
@@ -123,8 +44,7 @@ pub async fn handle(state: &StoreState, op: StoreOp, payload: &[u8]) -> Result<V
     match op {
         StoreOp::UpsertProfiles => {
             let req: UpsertProfiles = decode(payload, None)?;
-            req.points.iter().try_for_each(check_point)?;
-            req.unsupported.iter().try_for_each(check_unsupported)?;
+            validate::check_upsert(&req).map_err(invalid)?;
             let (result, moved) = state.observe(db::upsert_profiles(&state.pool, &req).await)?;
             if !moved.is_empty() || result.unsupported > 0 {
                 state

@@ -17,15 +17,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use futures_util::StreamExt;
-use synergai_contract::serving::WorkerHeartbeat;
 use synergai_contract::store::{
     JobObservation, Outcome, ProfilesUpdated, UpdateSource, WorkerStatus,
 };
-use synergai_contract::{ErrorCode, ModelName};
+use synergai_contract::validate;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{check_amount, check_text, check_token};
 use crate::db;
 use crate::error::{ApiError, is_unavailable};
 use crate::state::StoreState;
@@ -145,58 +143,13 @@ impl TelemetryBuffer {
     }
 }
 
-fn check_job(o: &JobObservation) -> Result<(), ApiError> {
-    check_token("worker", &o.worker)?;
-    check_text("device_class", &o.key.device_class)?;
-    check_token("engine", &o.key.engine)?;
-    ModelName::parse(o.key.model.as_str())?;
-    if o.key.threads == 0 || o.key.batch == 0 {
-        return Err(ApiError::BadRequest(
-            "threads and batch must be at least 1".into(),
-        ));
-    }
-    check_amount("exec_ms", o.exec_ms)
-}
-
-fn check_worker(w: &WorkerStatus) -> Result<(), ApiError> {
-    check_token("id", &w.id)?;
-    check_token("site", &w.site)?;
-    check_text("arch", &w.arch)?;
-    check_text("device_class", &w.device_class)?;
-    w.engines.iter().try_for_each(|e| check_token("engine", e))
-}
-
 /// Checks an outcome event before it may become a ledger row.
 pub fn check_outcome(o: &Outcome) -> Result<(), ApiError> {
-    check_text("request_id", &o.request_id)?;
-    ModelName::parse(o.model.as_str())?;
-    check_text("policy", &o.policy)?;
-    for (field, v) in [
-        ("site", &o.site),
-        ("worker", &o.worker),
-        ("engine", &o.engine),
-    ] {
-        if let Some(v) = v {
-            check_text(field, v)?;
-        }
-    }
-    if o.code != 200 && ErrorCode::try_from(o.code).is_err() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown outcome code {}",
-            o.code
-        )));
-    }
-    if !(o.slo_ms.is_finite() && o.slo_ms > 0.0) {
-        return Err(ApiError::BadRequest("slo_ms must be positive".into()));
-    }
-    check_amount("total_ms", o.total_ms)?;
-    check_amount("excess_ms", o.excess_ms)?;
-    for (field, v) in [("queue_ms", o.queue_ms), ("exec_ms", o.exec_ms)] {
-        if let Some(v) = v {
-            check_amount(field, v)?;
-        }
-    }
-    Ok(())
+    validate::check_outcome(o).map_err(invalid)
+}
+
+fn invalid(e: validate::Invalid) -> ApiError {
+    ApiError::BadRequest(e.0)
 }
 
 /// Receives telemetry into the buffer until cancelled.
@@ -222,13 +175,13 @@ pub async fn receive_telemetry(
         };
         let c = &state.counters;
         let parsed = if msg.subject.as_str().starts_with(&job_prefix) {
-            serde_json::from_slice::<JobObservation>(&msg.payload)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))
-                .and_then(|o| check_job(&o).map(|()| Telemetry::Job(o)))
+            validate::decode_job(&msg.payload)
+                .map(Telemetry::Job)
+                .map_err(invalid)
         } else {
-            serde_json::from_slice::<WorkerHeartbeat>(&msg.payload)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))
-                .and_then(|h| check_worker(&h.status).map(|()| Telemetry::Worker(h.status)))
+            validate::decode_heartbeat(&msg.payload)
+                .map(|h| Telemetry::Worker(h.status))
+                .map_err(invalid)
         };
         match parsed {
             Ok(item) => {
@@ -396,10 +349,7 @@ pub async fn ingest_outcomes(
         let mut acks = Vec::new();
         while let Some(next) = messages.next().await {
             let Ok(msg) = next else { continue };
-            match serde_json::from_slice::<Outcome>(&msg.payload)
-                .map_err(|e| ApiError::BadRequest(e.to_string()))
-                .and_then(|o| check_outcome(&o).map(|()| o))
-            {
+            match validate::decode_outcome(&msg.payload).map_err(invalid) {
                 Ok(o) => {
                     rows.push(o);
                     acks.push(msg);

@@ -228,6 +228,10 @@ struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// How it was started, for [`Cluster::respawn`].
+    bin: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A running cluster.
@@ -250,6 +254,8 @@ pub struct Cluster {
     procs: Vec<Proc>,
     db_url: String,
     policy: String,
+    /// Environment for the processes of one binary only: (binary, name, value).
+    bin_env: Vec<(String, String, String)>,
 }
 
 /// The NATS server the tests use.
@@ -283,12 +289,28 @@ impl Cluster {
         workers: &[WorkerSpec],
         env: &[(&str, String)],
     ) -> Cluster {
-        let prefix = unique_prefix("e2e");
         let cfg = NatsConfig {
             url: nats.to_owned(),
-            subject_prefix: prefix.clone(),
+            subject_prefix: unique_prefix("e2e"),
             ..NatsConfig::default()
         };
+        Cluster::start_as(cfg, db_url, policy, workers, env, &[]).await
+    }
+
+    /// As [`Cluster::start_on`], with the test's own connection made with `client` (its URL,
+    /// subject prefix and credentials: the processes use the same URL and prefix), and
+    /// `bin_env` set for the processes of one binary only (`("synergai-worker", name, value)`:
+    /// e.g. each service's own NATS user and password).
+    pub async fn start_as(
+        client: NatsConfig,
+        db_url: &str,
+        policy: &str,
+        workers: &[WorkerSpec],
+        env: &[(&str, String)],
+        bin_env: &[(&str, &str, String)],
+    ) -> Cluster {
+        let prefix = client.subject_prefix.clone();
+        let cfg = client;
         let nats = synergai_platform::nats::connect(&cfg, "e2e-test")
             .await
             .expect("NATS up");
@@ -307,6 +329,10 @@ impl Cluster {
             procs: Vec::new(),
             db_url: db_url.to_owned(),
             policy: policy.to_owned(),
+            bin_env: bin_env
+                .iter()
+                .map(|(b, k, v)| (b.to_string(), k.to_string(), v.clone()))
+                .collect(),
         };
         cluster.spawn_store();
         cluster.spawn_scheduler();
@@ -334,6 +360,9 @@ impl Cluster {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        for (_, k, v) in self.bin_env.iter().filter(|(b, _, _)| b == bin) {
+            cmd.env(k, v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -344,6 +373,12 @@ impl Cluster {
             name: name.into(),
             child,
             log,
+            bin: bin.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
         });
     }
 
@@ -378,6 +413,11 @@ impl Cluster {
             ("SYNERGAI_SCHEDULER__POLICY", self.policy.clone()),
             ("SYNERGAI_SCHEDULER__LOST_AFTER_HEARTBEATS", "4".into()),
             ("SYNERGAI_SCHEDULER__REDELIVER_AFTER_MS", "2000".into()),
+            // A test's work queue is small: the test NATS server's JetStream memory is shared.
+            (
+                "SYNERGAI_SCHEDULER__REQUEST_MAX_BYTES",
+                (256u64 << 20).to_string(),
+            ),
             ("SYNERGAI_CATALOG", "assets/catalog.json".into()),
         ];
         self.spawn("scheduler", "synergai-scheduler", &[], &env);
@@ -708,6 +748,10 @@ impl Cluster {
 
     fn terminate(&mut self) {
         for p in &mut self.procs {
+            if let Ok(Some(_)) = p.child.try_wait() {
+                // Already exited (and reaped): its pid may belong to another process now.
+                continue;
+            }
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(p.child.id().to_string())
@@ -784,4 +828,321 @@ pub fn inputs(model: &str, batch: usize, seed: u64) -> Vec<synergai_contract::Te
             Tensor::new(spec.name.clone(), shape, data).expect("consistent")
         })
         .collect()
+}
+
+// Fault injection: killing and restarting the cluster's processes, a NATS server and a
+// PostgreSQL server a test owns, and an edge site's leaf node.
+
+impl Cluster {
+    /// SIGKILLs process `name` and waits for it to die. Its log stays in [`Cluster::logs`] (as
+    /// `name (killed)`); [`Cluster::respawn`] starts it again.
+    pub fn kill(&mut self, name: &str) {
+        self.signal(name, "KILL");
+        assert!(
+            self.wait_exit(name, Duration::from_secs(10)).is_some(),
+            "{name} survived SIGKILL"
+        );
+        if let Some(p) = self.procs.iter_mut().find(|p| p.name == name) {
+            p.name = format!("{name} (killed)");
+        }
+    }
+
+    /// Starts the killed process `name` again, as it was started (same binary, arguments,
+    /// environment and ports); its log continues the old one's.
+    pub fn respawn(&mut self, name: &str) {
+        let dead = format!("{name} (killed)");
+        let p = self
+            .procs
+            .iter()
+            .rev()
+            .find(|p| p.name == dead)
+            .unwrap_or_else(|| panic!("no killed process {name}"));
+        let (bin, args, env, log) = (p.bin.clone(), p.args.clone(), p.env.clone(), p.log.clone());
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = Command::new(binary(&bin));
+        cmd.args(&args)
+            .current_dir(workspace())
+            .env_remove("SYNERGAI_CONFIG")
+            .env("SYNERGAI_NATS__URL", &self.nats_url)
+            .env("SYNERGAI_NATS__SUBJECT_PREFIX", &self.prefix)
+            .env("SYNERGAI_TELEMETRY__LOG_FILTER", "info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in self.env.iter().chain(&env) {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        self.procs.push(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+            bin,
+            args,
+            env,
+        });
+    }
+
+    /// Starts another intake, `name`, in the same queue group, with its HTTP endpoint on a free
+    /// port (returned).
+    pub fn spawn_another_intake(&mut self, name: &str) -> SocketAddr {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let env = [("SYNERGAI_HTTP__LISTEN", http.to_string())];
+        self.spawn(name, "synergai-intake", &[], &env);
+        http
+    }
+
+    /// Whether process `name` is running (started and not exited).
+    pub fn running(&mut self, name: &str) -> bool {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)))
+    }
+}
+
+/// A NATS server with JetStream that a test owns (so it may kill and restart it): on a free
+/// loopback port, its JetStream data in a temporary directory that outlives restarts.
+pub struct NatsServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn nats_server_binary() -> &'static str {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nats-server")
+}
+
+impl NatsServer {
+    /// Starts it; returns once it accepts connections.
+    pub async fn start() -> NatsServer {
+        let mut s = NatsServer {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        s.restart().await;
+        s
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it (again) on the same port and JetStream directory; returns once it accepts
+    /// connections.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))
+            .expect("log file");
+        let store = self.dir.path().join("js");
+        let child = Command::new(nats_server_binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+        self.child = Some(child);
+        wait_tcp(self.port).await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL server a test owns (so it may stop and start it): a cluster `initdb` made in a
+/// temporary directory, on a free loopback port, trust authentication for `postgres`. Run as
+/// the `postgres` system user when the test runs as root (PostgreSQL refuses root).
+pub struct PrivatePostgres {
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    /// `initdb`, then start it; returns once it accepts connections.
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL installed in /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("initdb");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pg = PrivatePostgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "chown to postgres");
+        }
+        let data = pg.dir.path().join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+            ],
+        );
+        pg.start_again();
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"));
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Its URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Stops it (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+
+    /// Starts it (again); returns once it accepts connections.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-o", &opts, "-w", "start"],
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data").display().to_string();
+        let exe = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let _ = cmd
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Sites {
+    /// SIGKILLs `site`'s leaf node: the site's link to the hub, and its local NATS, are gone
+    /// until [`Sites::restart_leaf`].
+    pub fn kill_leaf(&mut self, site: &str) {
+        let i = self.leaf_index(site);
+        let _ = self.procs[i].kill();
+        let _ = self.procs[i].wait();
+    }
+
+    /// Starts `site`'s leaf node again with its configuration (same port, same hub).
+    pub async fn restart_leaf(&mut self, site: &str) {
+        let i = self.leaf_index(site);
+        let name = format!("leaf-{site}");
+        let path = self._dir.path().join(format!("{name}.conf"));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self._dir.path().join(format!("{name}.log")))
+            .expect("log file");
+        self.procs[i] = Command::new(nats_server_binary())
+            .arg("-c")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+        let port: u16 = self
+            .leaf(site)
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("leaf port");
+        wait_tcp(port).await;
+    }
+
+    fn leaf_index(&self, site: &str) -> usize {
+        // procs: the hub, then the leaves in order.
+        1 + self
+            .leaves
+            .iter()
+            .position(|(s, _)| s == site)
+            .unwrap_or_else(|| panic!("no leaf node for {site}"))
+    }
 }
