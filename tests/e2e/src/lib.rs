@@ -347,38 +347,62 @@ impl Cluster {
 
     fn spawn(&mut self, name: &str, bin: &str, args: &[&str], env: &[(&str, String)]) {
         let log = self.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(binary(bin));
-        cmd.args(args)
+        std::fs::File::create(&log).expect("log file");
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        self.launch(name, bin.to_owned(), args, env, log);
+    }
+
+    /// Starts `bin` as process `name`, its stderr appended to `log`: the cluster's NATS settings
+    /// and environment, then `bin`'s own (its credentials), then `env`.
+    fn launch(
+        &mut self,
+        name: &str,
+        bin: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = Command::new(binary(&bin));
+        cmd.args(&args)
             .current_dir(workspace())
             .env_remove("SYNERGAI_CONFIG")
             .env("SYNERGAI_NATS__URL", &self.nats_url)
             .env("SYNERGAI_NATS__SUBJECT_PREFIX", &self.prefix)
             .env("SYNERGAI_TELEMETRY__LOG_FILTER", "info")
             .stdout(Stdio::null())
-            .stderr(file.try_clone().expect("log file"));
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        for (_, k, v) in self.bin_env.iter().filter(|(b, _, _)| b == bin) {
-            cmd.env(k, v);
-        }
-        for (k, v) in env {
+            .stderr(file);
+        let own = self
+            .bin_env
+            .iter()
+            .filter(|(b, _, _)| *b == bin)
+            .map(|(_, k, v)| (k, v));
+        for (k, v) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k, v))
+            .chain(own)
+            .chain(env.iter().map(|(k, v)| (k, v)))
+        {
             cmd.env(k, v);
         }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         self.procs.push(Proc {
-            name: name.into(),
+            name: name.to_owned(),
             child,
             log,
-            bin: bin.to_owned(),
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
+            bin,
+            args,
+            env,
         });
     }
 
@@ -858,33 +882,7 @@ impl Cluster {
             .find(|p| p.name == dead)
             .unwrap_or_else(|| panic!("no killed process {name}"));
         let (bin, args, env, log) = (p.bin.clone(), p.args.clone(), p.env.clone(), p.log.clone());
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut cmd = Command::new(binary(&bin));
-        cmd.args(&args)
-            .current_dir(workspace())
-            .env_remove("SYNERGAI_CONFIG")
-            .env("SYNERGAI_NATS__URL", &self.nats_url)
-            .env("SYNERGAI_NATS__SUBJECT_PREFIX", &self.prefix)
-            .env("SYNERGAI_TELEMETRY__LOG_FILTER", "info")
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in self.env.iter().chain(&env) {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        self.procs.push(Proc {
-            name: name.to_owned(),
-            child,
-            log,
-            bin,
-            args,
-            env,
-        });
+        self.launch(name, bin, args, env, log);
     }
 
     /// Starts another intake, `name`, in the same queue group, with its HTTP endpoint on a free

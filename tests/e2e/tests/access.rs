@@ -60,6 +60,17 @@ fn passwords() -> HashMap<&'static str, String> {
         .collect()
 }
 
+/// The servers' environment: each password as the `NATS_PASSWORD_<ROLE>` the shipped configs
+/// read.
+fn password_env(pw: &HashMap<&'static str, String>) -> Vec<(String, String)> {
+    pw.iter()
+        .map(|(role, p)| {
+            let var = role.to_ascii_uppercase().replace('-', "_");
+            (format!("NATS_PASSWORD_{var}"), p.clone())
+        })
+        .collect()
+}
+
 /// A nats-server running a shipped config, stopped on drop.
 struct Server {
     child: Child,
@@ -300,18 +311,7 @@ async fn shipped_permissions_serve_the_pipeline_and_refuse_everything_else(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pw = passwords();
-    let mut env: Vec<(String, String)> = pw
-        .iter()
-        .map(|(role, p)| {
-            (
-                format!(
-                    "NATS_PASSWORD_{}",
-                    role.to_ascii_uppercase().replace('-', "_")
-                ),
-                p.clone(),
-            )
-        })
-        .collect();
+    let mut env = password_env(&pw);
     let (port, monitor, leaf_port) = (free_port(), free_port(), free_port());
     let hub = Server::start_shipped(
         dir.path(),
@@ -744,18 +744,7 @@ async fn nats_over_tls_with_a_private_ca_and_plaintext_refused() -> anyhow::Resu
     // The shipped hub config, plus the TLS block docs/security.md describes.
     let port = free_port();
     let pw = passwords();
-    let env: Vec<(String, String)> = pw
-        .iter()
-        .map(|(role, p)| {
-            (
-                format!(
-                    "NATS_PASSWORD_{}",
-                    role.to_ascii_uppercase().replace('-', "_")
-                ),
-                p.clone(),
-            )
-        })
-        .collect();
+    let env = password_env(&pw);
     let shipped = workspace().join("compose/nats");
     for f in ["permissions-edge.conf", "permissions-cloud.conf"] {
         std::fs::copy(shipped.join(f), d.join(f))?;
