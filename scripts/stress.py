@@ -17,8 +17,11 @@ latency of results and of refusals (shedding must be quick), and the peak memory
 process; then how long after the overload latency came back to the baseline's.
 
 soak: N minutes (10 by default) at 0.8x capacity; after a warm-up (the first fifth of the run,
-at least one minute) the RSS of every process in the last minute is compared with the first
-minute after warm-up: growth beyond 10% is reported as a failure (exit status 1).
+at least one minute, or --warmup-s) the RSS of every process in the last minute is compared with
+the first minute after warm-up: growth beyond 10% is reported as a failure (exit status 1).
+Reply claims are kept for 10 minutes (one JetStream message per request), so the NATS hub's
+memory grows for the first 10 minutes of any load: `--minutes 21 --warmup-s 660` measures ten
+minutes after that steady state is reached.
 
 Everything lands in target/stress/<scenario>-<time>/ (report.json of the loadgen, records.csv,
 rss.csv, summary.txt). This is a benchmark: it prints measurements taken in one run on a shared
@@ -278,7 +281,7 @@ def soak(stack: Stack, sampler: Sampler, args, out: Path, cap: float) -> int:
     rate = args.load * cap
     t0 = time.monotonic() - sampler.t0
     recs = loadgen(stack, out / "run", f"{secs:g}:{rate:.2f}", args.model, args.slo)
-    warm = max(60.0, secs / 5)
+    warm = args.warmup_s if args.warmup_s is not None else max(60.0, secs / 5)
     lines = [
         f"soak scenario: model {args.model}, {args.minutes:g} min at {args.load:g}x of a "
         f"{'given' if args.capacity else 'measured'} capacity of {cap:.1f}/s ({rate:.1f}/s); "
@@ -321,6 +324,7 @@ def main() -> int:
     p.add_argument("--phase-secs", type=float, default=40.0, help="overload: length of each phase")
     p.add_argument("--minutes", type=float, default=10.0, help="soak: length")
     p.add_argument("--load", type=float, default=0.8, help="soak: fraction of capacity")
+    p.add_argument("--warmup-s", type=float, help="soak: warm-up, s (default a fifth of the run, at least 60)")
     args = p.parse_args()
     out = ROOT / "target" / "stress" / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
