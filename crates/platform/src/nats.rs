@@ -335,6 +335,10 @@ pub struct ReplyClaims {
     keep: Duration,
 }
 
+/// Attempts at a claim before the claim store is taken to be unreachable (backing off from
+/// 100 ms: about 3 s in all, plus each attempt's own time).
+const CLAIM_ATTEMPTS: u32 = 6;
+
 /// Why the claim store could not be reached.
 #[derive(Debug, thiserror::Error)]
 #[error("reply claims: {0}")]
@@ -384,16 +388,35 @@ impl ReplyClaims {
     }
 
     /// Claims the reply to `request_id` for `by`; true if this caller won and must reply.
+    ///
+    /// An attempt that fails (the server restarting, the stream gone) is made again, for a few
+    /// seconds, before giving up: answering on a failed claim could answer twice. An attempt whose
+    /// acknowledgement was lost may still have stored the claim, so when a later attempt finds
+    /// the request claimed it reads whose claim it is.
     pub async fn claim(&self, request_id: &str, by: &str) -> Result<bool, ClaimError> {
         use async_nats::jetstream::context::PublishErrorKind;
-        match self.try_claim(request_id, by).await {
-            // The stream is gone (a NATS server restarted without it): create it again.
-            Err((Some(PublishErrorKind::StreamNotFound), _)) => {
-                self.create().await?;
-                self.try_claim(request_id, by).await.map_err(|(_, e)| e)
+        let mut failed = None;
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << (attempt - 1))).await;
             }
-            other => other.map_err(|(_, e)| e),
+            match self.try_claim(request_id, by).await {
+                Ok(true) => return Ok(true),
+                // Claimed before any attempt of ours could have been stored: another's.
+                Ok(false) if failed.is_none() => return Ok(false),
+                Ok(false) => match self.owner(request_id).await {
+                    Ok(Some(owner)) => return Ok(owner == by.as_bytes()),
+                    Ok(None) => {}
+                    Err(e) => failed = Some(e),
+                },
+                // The stream is gone (a NATS server restarted without it): create it again.
+                Err((Some(PublishErrorKind::StreamNotFound), e)) => {
+                    failed = Some(self.create().await.err().unwrap_or(e));
+                }
+                Err((_, e)) => failed = Some(e),
+            }
         }
+        Err(failed.unwrap_or_else(|| ClaimError("no attempt made".into())))
     }
 
     async fn try_claim(
@@ -425,6 +448,11 @@ impl ReplyClaims {
 
     /// Whether the reply to `request_id` has been claimed (it is answered, or being answered).
     pub async fn claimed(&self, request_id: &str) -> Result<bool, ClaimError> {
+        Ok(self.owner(request_id).await?.is_some())
+    }
+
+    /// Who claimed the reply to `request_id` (the `by` of the winning claim), if anyone has.
+    pub async fn owner(&self, request_id: &str) -> Result<Option<Vec<u8>>, ClaimError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
         let subject = self.subject(request_id)?;
         let stream = self
@@ -433,8 +461,8 @@ impl ReplyClaims {
             .await
             .map_err(|e| ClaimError(e.to_string()))?;
         match stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Ok(m) => Ok(Some(m.payload.to_vec())),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(ClaimError(e.to_string())),
         }
     }

@@ -313,6 +313,18 @@ impl Core {
         ended
     }
 
+    /// Long enough for every live worker to heartbeat twice (1 s when none is known yet): a
+    /// job a worker took is listed by then.
+    pub fn heartbeat_round(&self) -> Duration {
+        let longest = self
+            .workers
+            .iter()
+            .map(|w| w.hb.interval_ms.max(50))
+            .max()
+            .unwrap_or(500);
+        Duration::from_millis((longest * 2).min(10_000))
+    }
+
     /// The live worker whose last heartbeat lists `request_id` among its jobs.
     pub fn holder_of(&self, request_id: &str) -> Option<&str> {
         self.workers

@@ -565,17 +565,7 @@ async fn take_from(
             };
             let (seq, delivered) = (info.stream_sequence, info.delivered);
             let ack_subject = msg.reply.as_ref().map(|r| r.to_string());
-            if delivered > 1 {
-                if !adopt(ctx, &meta, seq, ack_subject.as_deref()) {
-                    continue;
-                }
-                // Held nowhere: answered while no scheduler was there to acknowledge it?
-                if ctx.claims.claimed(&meta.request_id).await.unwrap_or(false) {
-                    let _ = msg.ack().await;
-                    continue;
-                }
-            }
-            taken.push(Taken {
+            let job = Taken {
                 seq,
                 header_len: headers
                     .as_ref()
@@ -584,10 +574,44 @@ async fn take_from(
                 trace: pnats::trace_of(headers.as_ref()),
                 meta,
                 ack: ack_subject,
-            });
+            };
+            if delivered > 1 {
+                if !adopt(ctx, &job.meta, seq, job.ack.as_deref()) {
+                    continue;
+                }
+                // Held by no worker this scheduler has heard of: one may have taken it without
+                // having said so yet (this scheduler has just started, or the heartbeat listing
+                // it is on its way). Decide once every worker has heartbeated again.
+                lock(ctx).pending.insert(job.meta.request_id.clone());
+                tasks.spawn(adopt_later(ctx.clone(), tasks.clone(), job));
+                continue;
+            }
+            taken.push(job);
         }
         place_and_dispatch(ctx, tasks, taken, 1, Vec::new());
     }
+}
+
+/// A request delivered again and held by no known worker: after a heartbeat round, adopts it
+/// if a worker now lists it, acknowledges it if it was answered meanwhile, else places it.
+async fn adopt_later(ctx: Arc<Ctx>, tasks: TaskTracker, job: Taken) {
+    let round = lock(&ctx).heartbeat_round();
+    tokio::time::sleep(round).await;
+    lock(&ctx).pending.remove(&job.meta.request_id);
+    if !adopt(&ctx, &job.meta, job.seq, job.ack.as_deref()) {
+        return;
+    }
+    // Held nowhere: answered while no scheduler was there to acknowledge it?
+    if ctx
+        .claims
+        .claimed(&job.meta.request_id)
+        .await
+        .unwrap_or(false)
+    {
+        ack_message(&ctx, job.ack.as_deref()).await;
+        return;
+    }
+    place_and_dispatch(&ctx, &tasks, vec![job], 1, Vec::new());
 }
 
 /// A request delivered again (its acknowledgement is due when its job ends): false when it is

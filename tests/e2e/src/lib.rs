@@ -346,7 +346,13 @@ impl Cluster {
     }
 
     fn spawn(&mut self, name: &str, bin: &str, args: &[&str], env: &[(&str, String)]) {
-        let log = self.dir.path().join(format!("{name}.log"));
+        // A process started again under the same name (a restart) gets a log of its own, so the
+        // one before the restart stays readable.
+        let generation = self.procs.iter().filter(|p| p.name == name).count();
+        let log = match generation {
+            0 => self.dir.path().join(format!("{name}.log")),
+            n => self.dir.path().join(format!("{name}.{n}.log")),
+        };
         std::fs::File::create(&log).expect("log file");
         let args = args.iter().map(|a| (*a).to_owned()).collect();
         let env = env
@@ -567,8 +573,11 @@ impl Cluster {
 
     /// Every process's log, for failure messages.
     pub fn logs(&self) -> String {
+        let mut seen = std::collections::HashSet::new();
         self.procs
             .iter()
+            // A respawned process appends to its predecessor's log: show it once.
+            .filter(|p| seen.insert(p.log.clone()))
             .map(|p| {
                 let text = std::fs::read_to_string(&p.log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();

@@ -445,11 +445,7 @@ async fn a_killed_intake_loses_only_what_it_held(pool: PgPool) {
 /// the server's hands (or the client's, unsent) when it dies may go unanswered: only requests
 /// sent from one second before the kill until the server is back may be lost.
 ///
-/// Known bug, so not in the default run: a request sent right at the kill was once answered
-/// twice (two results) after the restart. Run it with
-/// `cargo test -p synergai-e2e --test faults -- --ignored`.
 #[sqlx::test(migrator = "synergai_store::MIGRATOR")]
-#[ignore = "known bug: a request in flight when the NATS server dies can be answered twice"]
 async fn a_restarted_nats_server_loses_only_what_it_held(pool: PgPool) {
     let mut nats = NatsServer::start().await;
     let env = [("SYNERGAI_SCHEDULER__REQUEST_STORAGE", "file".to_owned())];
@@ -482,6 +478,50 @@ async fn a_restarted_nats_server_loses_only_what_it_held(pool: PgPool) {
         &cluster.logs(),
     );
     cluster.stop().await;
+}
+
+/// A reply claim attempted while the NATS server is down is not given up on: it is retried until
+/// the server is back, and wins once. Its first attempt, buffered in the client, reaches the
+/// server only after that attempt timed out (JetStream's acknowledgement wait is 5 s): the retry
+/// then finds the request claimed and recognises the claim as its own. A second claimant loses.
+#[tokio::test]
+async fn a_claim_made_while_nats_is_down_is_kept_and_wins_once() {
+    let mut server = NatsServer::start().await;
+    let cfg = synergai_platform::nats::NatsConfig {
+        url: server.url(),
+        ..Default::default()
+    };
+    let client = synergai_platform::nats::connect(&cfg, "claim-test")
+        .await
+        .expect("NATS up");
+    let claims = synergai_platform::nats::ReplyClaims::open(
+        &client,
+        &cfg.subjects(),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("claim stream");
+    let id = "0195f2a4-7b1c-7d3e-9a4b-1c2d3e4f5a6b";
+    server.kill();
+    let first = {
+        let claims = claims.clone();
+        tokio::spawn(async move { claims.claim(id, "worker-a").await })
+    };
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    server.restart().await;
+    let won = first
+        .await
+        .expect("claim task")
+        .expect("the claim is made once the server is back");
+    assert!(won, "the claim is worker-a's");
+    assert!(
+        !claims.claim(id, "worker-b").await.expect("claim store"),
+        "a second claimant loses"
+    );
+    assert_eq!(
+        claims.owner(id).await.expect("claim store").as_deref(),
+        Some(&b"worker-a"[..])
+    );
 }
 
 /// Case 5: PostgreSQL stopped for 10 s (a server this test owns). Serving goes on (the store

@@ -502,10 +502,34 @@ async fn a_restarted_scheduler_neither_loses_nor_reruns_what_was_dispatched(
             *ran.entry(id).or_default() += 1;
         }
     }
+    // Every dispatch seen (by both schedulers), for the failure message.
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(Duration::from_millis(100), dispatches.next()).await
+    {
+        let meta = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(synergai_contract::serving::JOB_HEADER))
+            .and_then(|v| {
+                serde_json::from_str::<synergai_contract::serving::DispatchMeta>(v.as_str()).ok()
+            });
+        if let Some(d) = meta {
+            sent.entry(d.job.request_id).or_default().push(format!(
+                "{} attempt {} to {}",
+                d.scheduler, d.attempt, m.subject
+            ));
+        }
+    }
+    let again = cluster.log("edge-a-1").matches("dispatched again").count();
+    eprintln!(
+        "requests dispatched more than once: {}; dispatches the worker took as already held: {again}",
+        sent.values().filter(|d| d.len() > 1).count()
+    );
     assert_eq!(ran.len(), n, "runs: {ran:?}\n{}", cluster.logs());
     assert!(
         ran.values().all(|&k| k == 1),
-        "a request ran twice: {ran:?}\n{}",
+        "a request ran twice: {ran:?}\ndispatches: {sent:#?}\n{}",
         cluster.logs()
     );
     cluster.stop().await;

@@ -9,6 +9,7 @@
 
 pub mod executor;
 pub mod queue;
+pub mod seen;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +39,7 @@ use tracing::field::Empty;
 
 use self::executor::{Done, Executor};
 use self::queue::{Job, JobQueue};
+use self::seen::Seen;
 use crate::Worker;
 use crate::config::WorkerConfig;
 use crate::engine::EngineKind;
@@ -74,6 +76,8 @@ struct Ctx {
     claims: ReplyClaims,
     events: EventPublisher,
     queue: Arc<JobQueue>,
+    /// Request ids taken lately: a request dispatched here again is not run again.
+    seen: Seen,
     status: WorkerStatus,
     site: Token,
     served: Vec<String>,
@@ -81,6 +85,12 @@ struct Ctx {
     heartbeat_ms: u64,
     loaded: Vec<LoadedConfig>,
 }
+
+/// How long, and how many, request ids a worker remembers taking. Requests come again after
+/// the scheduler's redelivery delay (`scheduler.redeliver_after_ms`, 30 s by default); the reply
+/// claims (10 minutes) keep anything later from being answered twice.
+const SEEN_KEEP: Duration = Duration::from_secs(180);
+const SEEN_CAP: usize = 65_536;
 
 /// The name workers answer to on the NATS services API (`$SRV.PING.synergai-worker`, `INFO`,
 /// `STATS`).
@@ -201,6 +211,7 @@ pub async fn serve(
         nats: nats.clone(),
         claims,
         queue: queue.clone(),
+        seen: Seen::new(SEEN_KEEP, SEEN_CAP),
         status: WorkerStatus {
             id: id.to_string(),
             site: site.to_string(),
@@ -278,6 +289,10 @@ pub async fn serve(
     let replier = tokio::spawn(reply_loop(ctx.clone(), done_rx));
     let heartbeats = CancellationToken::new();
     let beater = tokio::spawn(heartbeat_loop(ctx.clone(), heartbeats.clone()));
+    let expirer = cfg
+        .serve
+        .drop_expired
+        .then(|| tokio::spawn(expire_loop(ctx.clone(), heartbeats.clone())));
     heartbeat(&ctx).await;
     tracing::info!(worker = %id, "serving");
 
@@ -307,6 +322,9 @@ pub async fn serve(
     let _ = ponger.await;
     heartbeats.cancel();
     let _ = beater.await;
+    if let Some(e) = expirer {
+        let _ = e.await;
+    }
     heartbeat(&ctx).await;
     if let Err(e) = service.stop().await {
         tracing::warn!(error = %e, "NATS services API not stopped cleanly");
@@ -394,6 +412,18 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
             queued,
         );
     }
+    // Dispatched here again (a restarted scheduler adopting what the work queue delivered again
+    // before this worker's heartbeat listed it): already queued, running or answered here.
+    let id = meta.job.request_id.clone();
+    if !ctx.seen.take(&id) {
+        metrics::counter!("synergai_worker_repeated_dispatches_total").increment(1);
+        tracing::info!(request = %id, "dispatched again; already taken here, not run again");
+        return DispatchAck {
+            accepted: true,
+            reason: Some("already taken by this worker".into()),
+            queue_len: queued,
+        };
+    }
     // The request's `worker` span (a child of the scheduler's), open until it is answered, with
     // `queue` and `inference` children.
     let span = tracing::info_span!(
@@ -425,6 +455,7 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
         {
             Ok(m) => (m.payload, Some(m.headers)),
             Err(e) => {
+                ctx.seen.forget(&id);
                 return refuse(
                     format!("request body (work queue sequence {seq}) unreadable: {e}"),
                     queued,
@@ -490,7 +521,33 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
             reason: None,
             queue_len: n as u32,
         },
-        Err(why) => refuse(why.to_string(), queued),
+        Err(why) => {
+            ctx.seen.forget(&id);
+            refuse(why.to_string(), queued)
+        }
+    }
+}
+
+/// Answers 504 to queued jobs as soon as their deadline passes, rather than when the executor,
+/// busy with a long run, reaches them: no request waits silently past its deadline here.
+async fn expire_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for job in ctx.queue.take_expired(unix_us()) {
+            metrics::counter!("synergai_worker_expired_total").increment(1);
+            answer_error(
+                &ctx,
+                &job,
+                ErrorCode::DeadlineExceeded,
+                "deadline passed while the job was queued",
+            )
+            .await;
+        }
     }
 }
 

@@ -187,6 +187,19 @@ impl JobQueue {
             .unwrap_or_default()
     }
 
+    /// Removes and returns the queued jobs whose deadline is before `now_us` (µs since the Unix
+    /// epoch): they are answered 504 at once, not when the executor reaches them.
+    pub fn take_expired(&self, now_us: i64) -> Vec<Job> {
+        let Ok(mut s) = self.state.lock() else {
+            return Vec::new();
+        };
+        let (expired, kept) = std::mem::take(&mut s.queued)
+            .into_iter()
+            .partition(|j| j.meta.job.deadline_us < now_us);
+        s.queued = kept;
+        expired
+    }
+
     /// Lets the executor finish: it exits once the queue is empty.
     pub fn close(&self) {
         if let Ok(mut s) = self.state.lock() {
@@ -298,6 +311,29 @@ mod tests {
         q.finished(&["urgent".into(), "mid".into(), "late".into()]);
         let next = q.next_group(|_, _, _| false).expect("work");
         assert_eq!(next.iter().map(Job::id).collect::<Vec<_>>(), ["other"]);
+    }
+
+    #[test]
+    fn expired_jobs_leave_the_queue_and_running_ones_stay() {
+        let q = JobQueue::new(8);
+        for (id, deadline) in [("run", 50), ("past", 100), ("due", 200), ("later", 300)] {
+            q.push(job(id, "m", deadline, 1.0)).expect("room");
+        }
+        let running = q.next_group(|_, _, _| false).expect("work");
+        assert_eq!(running[0].id(), "run");
+        let expired: Vec<String> = q
+            .take_expired(200)
+            .iter()
+            .map(|j| j.id().to_owned())
+            .collect();
+        assert_eq!(
+            expired,
+            ["past"],
+            "only queued jobs with a deadline before now"
+        );
+        let view = q.view();
+        assert_eq!((view.queued, view.running), (2, 1));
+        assert!(q.take_expired(0).is_empty());
     }
 
     #[test]
