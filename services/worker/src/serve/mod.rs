@@ -528,6 +528,18 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
     }
 }
 
+/// Answers 504 to a job whose deadline passed before it could start.
+async fn answer_expired(ctx: &Ctx, job: &Job) {
+    metrics::counter!("synergai_worker_expired_total").increment(1);
+    answer_error(
+        ctx,
+        job,
+        ErrorCode::DeadlineExceeded,
+        "deadline passed before the job could start",
+    )
+    .await;
+}
+
 /// Answers 504 to queued jobs as soon as their deadline passes, rather than when the executor,
 /// busy with a long run, reaches them: no request waits silently past its deadline here.
 async fn expire_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
@@ -539,14 +551,7 @@ async fn expire_loop(ctx: Arc<Ctx>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         for job in ctx.queue.take_expired(unix_us()) {
-            metrics::counter!("synergai_worker_expired_total").increment(1);
-            answer_error(
-                &ctx,
-                &job,
-                ErrorCode::DeadlineExceeded,
-                "deadline passed while the job was queued",
-            )
-            .await;
+            answer_expired(&ctx, &job).await;
         }
     }
 }
@@ -696,17 +701,7 @@ fn publish_outcomes(ctx: &Ctx, outcomes: Vec<Outcome>) {
 async fn reply_loop(ctx: Arc<Ctx>, mut done: mpsc::UnboundedReceiver<Done>) {
     while let Some(d) = done.recv().await {
         match d {
-            Done::Expired(job) => {
-                let job = *job;
-                metrics::counter!("synergai_worker_expired_total").increment(1);
-                answer_error(
-                    &ctx,
-                    &job,
-                    ErrorCode::DeadlineExceeded,
-                    "deadline passed before the job could start",
-                )
-                .await;
-            }
+            Done::Expired(job) => answer_expired(&ctx, &job).await,
             Done::Failed(jobs, e) => {
                 tracing::error!(error = %e, "inference failed");
                 for job in &jobs {

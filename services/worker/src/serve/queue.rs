@@ -193,6 +193,10 @@ impl JobQueue {
         let Ok(mut s) = self.state.lock() else {
             return Vec::new();
         };
+        // Checked every 100 ms: leave the queue untouched when nothing expired.
+        if !s.queued.iter().any(|j| j.meta.job.deadline_us < now_us) {
+            return Vec::new();
+        }
         let (expired, kept) = std::mem::take(&mut s.queued)
             .into_iter()
             .partition(|j| j.meta.job.deadline_us < now_us);
