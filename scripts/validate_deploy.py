@@ -13,7 +13,15 @@ Checks, each failing the run with a message naming the file and the thing at fau
    files mounted for a service maps to a real field of that binary's config struct (parsed from
    the Rust source), every host a service is told to reach exists (and, in compose, shares a
    network with it), health checks, probes and scrape targets use the port the service listens
-   on, workers are placed by kubernetes.io/arch and site labels.
+   on, workers are placed by kubernetes.io/arch and site labels, every intake, scheduler and
+   worker names the JetStream domain of the NATS server it connects to (the store none), and no
+   two schedulers share an id.
+4. NATS: every server config parses (nats-server -t), compose and k8s ship the same files, every
+   permission rule naming the request or claim stream is there for the plain name and for each
+   JetStream domain's (`SYNERGAI_REQUESTS_<domain>`; never a wildcard for the stream), and the
+   hub and an edge leaf node run on loopback with their users: requests are served in both sites'
+   JetStream domains, in streams named per domain, whose acknowledgements and direct gets stay in
+   their domain, the edge site's also with the hub stopped; forbidden things refused.
 
 Warnings (not failures): metrics named in the Grafana dashboard that no Rust source mentions.
 """
@@ -350,6 +358,48 @@ def check_nats_credentials(where: str, env: dict[str, str], r: Report) -> None:
                 "SYNERGAI_NATS__PASSWORD; the NATS servers refuse anonymous connections)")
 
 
+JS_DOMAIN_ENV = "SYNERGAI_NATS__JETSTREAM_DOMAIN"
+# The services whose JetStream streams are per site (work queue, reply claims): each names the
+# JetStream domain of the site it runs at. The store names none (the outcome stream is the hub's,
+# through the plain `$JS.API`).
+SITE_JS_BINARIES = ("synergai-intake", "synergai-scheduler", "synergai-worker")
+
+
+def nats_conf_domain(text: str) -> str | None:
+    """The JetStream domain a NATS server config runs: None without JetStream, "" with no domain."""
+    m = re.search(r"^jetstream\s*\{(.*?)^\}", text, re.M | re.S)
+    if not m:
+        return None
+    d = re.search(r"^\s*domain\s*:\s*[\"']?([\w-]+)", m.group(1), re.M)
+    return d.group(1) if d else ""
+
+
+def check_js_domain(where: str, b: "Binary", env: dict[str, str], server_domains: dict[str, str | None],
+                    r: Report) -> None:
+    """An intake, scheduler or worker names the JetStream domain of the NATS server it connects to
+    (its site's: `$JS.<domain>.API`, subjects `...sched.requests.<domain>.*`, `...claims.<domain>.*`);
+    the store names none."""
+    got = env.get(JS_DOMAIN_ENV)
+    if b.name == "synergai-store":
+        if got:
+            r.error(f"{where}: {JS_DOMAIN_ENV}={got!r}: the store uses the hub's JetStream through the plain "
+                    "$JS.API; set no domain")
+        return
+    if b.name not in SITE_JS_BINARIES:
+        return
+    for host in url_host(env.get("SYNERGAI_NATS__URL", "")):
+        host = host.split(".")[0]
+        if host not in server_domains:
+            continue
+        want = server_domains[host]
+        if want is None:
+            r.error(f"{where}: connects to {host}, which runs no JetStream (each site's NATS server runs its "
+                    "own, in a domain named after the site)")
+        elif (got or "") != want:
+            r.error(f"{where}: {JS_DOMAIN_ENV}={got!r}, but {host}, the NATS server it connects to, runs "
+                    f"JetStream domain {want!r} (a service names its own site's domain)")
+
+
 def check_compose_secrets(raw: str, r: Report) -> None:
     """Passwords and tokens in compose.yaml are interpolated from the environment, never literal
     (the PostgreSQL password's obviously-dev default excepted)."""
@@ -382,6 +432,35 @@ def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
     def nets(svc: dict) -> set[str]:
         n = svc.get("networks") or {"default": None}
         return set(n if isinstance(n, dict) else n)
+
+    def mounts(svc: dict) -> dict[str, str]:
+        """Container path -> host path of a service's bind mounts."""
+        out = {}
+        for v in svc.get("volumes") or []:
+            if isinstance(v, str):
+                parts = v.split(":")
+                src, dst = parts[0], parts[1] if len(parts) > 1 else ""
+            else:
+                src, dst = v.get("source", ""), v.get("target", "")
+            out[dst] = src
+        return out
+
+    # NATS servers (a service running a nats image with a mounted config) and their JetStream domains.
+    server_domains: dict[str, str | None] = {}
+    for name, svc in services.items():
+        if re.match(r"(.*/)?nats:", svc.get("image", "")):
+            args = svc.get("command") or []
+            args = args.split() if isinstance(args, str) else args
+            conf = args[args.index("-c") + 1] if "-c" in args[:-1] else "/etc/nats/nats.conf"
+            src = mounts(svc).get(conf)
+            path = Path(src) if src else None
+            if path is not None and not path.is_absolute():
+                path = compose_file.parent / path
+            if path is None or not path.is_file():
+                r.error(f"compose service {name}: its NATS config {conf} is not a mounted file")
+                continue
+            server_domains[name] = nats_conf_domain(path.read_text())
+    scheduler_ids: dict[str, str] = {}
 
     synergai = 0
     for name, svc in services.items():
@@ -425,6 +504,13 @@ def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
         for k in env:
             ws.check_env(where, b, k)
         check_nats_credentials(where, env, r)
+        check_js_domain(where, b, env, server_domains, r)
+        if b.name == "synergai-scheduler" and not (svc.get("profiles") or []):
+            sid = env.get("SYNERGAI_SCHEDULER__ID", "(default)")
+            if sid in scheduler_ids:
+                r.error(f"{where}: the same SYNERGAI_SCHEDULER__ID {sid!r} as {scheduler_ids[sid]} (each scheduler "
+                        "needs its own id)")
+            scheduler_ids[sid] = name
         # A mounted config file named by SYNERGAI_CONFIG.
         if ENV_CONFIG_FILE in env:
             mounted = None
@@ -451,7 +537,8 @@ def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
                 r.error(f"{where}: no healthcheck")
             elif "SYNERGAI_HTTP__LISTEN" not in test and (port is None or f":{port}/" not in test):
                 r.error(f"{where}: healthcheck {test!r} does not probe its listen port {port}")
-    r.ok(f"compose: {synergai} SynergAI services checked against the workspace")
+    r.ok(f"compose: {synergai} SynergAI services checked against the workspace; NATS servers' JetStream domains: "
+         + ", ".join(f"{k} {v!r}" for k, v in sorted(server_domains.items())))
 
     # Prometheus scrape targets: a service, on the port it listens on.
     prom = ws.deploy / "compose" / "prometheus" / "prometheus.yml"
@@ -534,6 +621,25 @@ def check_rendered(ws: Workspace, rel: Path, docs: list[dict], dev: bool, r: Rep
     cms = by_kind.get("ConfigMap", {})
     pdb_selectors = [d["spec"]["selector"].get("matchLabels", {}) for d in by_kind.get("PodDisruptionBudget", {}).values()]
     hpa_targets = {d["spec"]["scaleTargetRef"]["name"] for d in by_kind.get("HorizontalPodAutoscaler", {}).values()}
+    # NATS servers (a Service selecting pods of a nats image with a ConfigMap's nats.conf) and
+    # their JetStream domains.
+    server_domains: dict[str, str | None] = {}
+    for sname, svc in by_kind.get("Service", {}).items():
+        sel = svc.get("spec", {}).get("selector") or {}
+        if not sel:
+            continue
+        for kind in ("StatefulSet", "Deployment"):
+            for obj in by_kind.get(kind, {}).values():
+                tmpl = obj["spec"]["template"]
+                if not all(tmpl["metadata"].get("labels", {}).get(k) == v for k, v in sel.items()):
+                    continue
+                if not any(re.match(r"(.*/)?nats:", c.get("image", "")) for c in tmpl["spec"].get("containers", [])):
+                    continue
+                for v in tmpl["spec"].get("volumes", []):
+                    conf = cms.get(v.get("configMap", {}).get("name"), {}).get("data", {}).get("nats.conf")
+                    if conf is not None:
+                        server_domains[sname] = nats_conf_domain(conf)
+    scheduler_ids: dict[str, str] = {}
     n = 0
     for kind in ("Deployment", "StatefulSet", "Job"):
         for name, obj in by_kind.get(kind, {}).items():
@@ -577,6 +683,20 @@ def check_rendered(ws: Workspace, rel: Path, docs: list[dict], dev: bool, r: Rep
                 for k in env:
                     ws.check_env(cw, b, k)
                 check_nats_credentials(cw, env, r)
+                check_js_domain(cw, b, env, server_domains, r)
+                if b.name == "synergai-scheduler" and kind == "Deployment":
+                    # Each scheduler needs its own id: its pod name, or a literal one of a single replica.
+                    ref = next((e for e in c.get("env", []) if e["name"] == "SYNERGAI_SCHEDULER__ID"), None)
+                    from_pod = (ref or {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"
+                    if not from_pod:
+                        sid = (ref or {}).get("value") or (f"from {ref['valueFrom']}" if ref else "(default)")
+                        if obj["spec"].get("replicas", 1) != 1 or name in hpa_targets:
+                            r.error(f"{cw}: SYNERGAI_SCHEDULER__ID {sid!r} is shared by its replicas (use the pod "
+                                    "name: valueFrom.fieldRef.fieldPath metadata.name)")
+                        if sid in scheduler_ids:
+                            r.error(f"{cw}: the same SYNERGAI_SCHEDULER__ID {sid!r} as {scheduler_ids[sid]} (each "
+                                    "scheduler needs its own id)")
+                        scheduler_ids[sid] = name
                 for e in c.get("env", []):
                     if re.search(r"PASSWORD|TOKEN|SECRET", e["name"]) and "value" in e:
                         r.error(f"{cw}: {e['name']} has a literal value; take it from a Secret (valueFrom)")
@@ -639,7 +759,8 @@ def check_rendered(ws: Workspace, rel: Path, docs: list[dict], dev: bool, r: Rep
         if s.get("metadata", {}).get("labels", {}).get("synergai.io/dev-only") != "true":
             r.error(f"{rel}: Secret {name} with a value in the repository (only the dev overlay may have one, "
                     "labelled synergai.io/dev-only)")
-    r.ok(f"{n} SynergAI containers checked against the workspace")
+    r.ok(f"{n} SynergAI containers checked against the workspace; NATS servers' JetStream domains: "
+         + ", ".join(f"{k} {v!r}" for k, v in sorted(server_domains.items())))
 
 
 # ------------------------------------------------------------------------------ NATS
@@ -660,12 +781,87 @@ def nats_env_refs(confs: list[Path]) -> dict[str, str]:
     return {n: f"validate{n.lower().replace('_', '')}" for n in sorted(names)}
 
 
+# The per-site streams (work queue, reply claims) carry their JetStream domain in their names
+# (`SYNERGAI_REQUESTS_<domain>`, plain without a domain): acknowledgements (`$JS.ACK.<stream>...`)
+# and direct gets (`$JS.API.DIRECT.GET.<stream>`) name the stream but not the domain, so two
+# domains joined by a leaf node must not have streams of one name.
+SITE_STREAMS = ("SYNERGAI_REQUESTS", "SYNERGAI_REPLIES")
+STREAM_TOKEN = re.compile(r"(SYNERGAI_(?:REQUESTS|REPLIES|OUTCOMES))((?:_[A-Za-z0-9-]+)?)")
+
+
+def permission_rules(text: str) -> list[tuple[str, str, str]]:
+    """(PERMS_ variable, publish|subscribe, subject) of every quoted subject of a permissions file."""
+    out = []
+    user = direction = ""
+    for line in text.splitlines():
+        if re.match(r"\s*(#|//)", line):
+            continue
+        m = re.match(r"(PERMS_\w+)\s*[:=]", line)
+        if m:
+            user, direction = m.group(1), ""
+        m = re.search(r"\b(publish|subscribe)\s*[:=]", line)
+        if m:
+            direction = m.group(1)
+        for subject in re.findall(r'"([^"]*)"', line):
+            out.append((user, direction, subject))
+    return out
+
+
+def check_stream_permissions(files: list[Path], domains: list[str], r: Report) -> None:
+    """Every permission rule that names the request or the claim stream is there for the plain name
+    and for each JetStream domain's name (`SYNERGAI_REQUESTS_<domain>`, for every domain a NATS
+    config of the deployment runs), and every JetStream rule names a SynergAI stream (never a
+    wildcard for it: that would open every stream of every site)."""
+    wanted = [""] + [f"_{d}" for d in domains]
+    rules, errors = 0, len(r.errors)
+    for f in files:
+        where = f"compose/nats/{f.name}"
+        # (user, direction, template, stream) -> domain suffixes present
+        groups: dict[tuple[str, str, str, str], set[str]] = {}
+        for user, direction, subject in permission_rules(f.read_text()):
+            if not subject.startswith("$JS."):
+                continue
+            if subject in ("$JS.API.INFO", "$JS.*.API.INFO"):
+                continue
+            tokens = subject.split(".")
+            hits = [(i, m) for i, tok in enumerate(tokens) if (m := STREAM_TOKEN.fullmatch(tok))]
+            if not hits:
+                r.error(f"{where}: {user} may {direction} {subject!r}, a JetStream rule that names no SynergAI "
+                        "stream (a wildcard, or no name, for the stream opens every stream of every site)")
+                continue
+            for i, m in hits:
+                if m.group(1) not in SITE_STREAMS:
+                    continue
+                template = ".".join(tokens[:i] + ["<stream>"] + tokens[i + 1:])
+                groups.setdefault((user, direction, template, m.group(1)), set()).add(m.group(2))
+                rules += 1
+        lacking: dict[tuple[str, str, str], list[str]] = {}
+        for (user, direction, template, stream), have in groups.items():
+            for s in wanted:
+                if s not in have:
+                    lacking.setdefault((user, direction, stream + s), []).append(template)
+        for (user, direction, name), templates in sorted(lacking.items()):
+            r.error(f"{where}: {user}: {len(templates)} {direction} rule(s) naming the request or claim stream "
+                    f"lack the name {name} ({', '.join(templates[:3])}{', ...' if len(templates) > 3 else ''}); "
+                    "each is there for the plain name and for each JetStream domain of the NATS configs "
+                    f"({', '.join(domains)}): streams carry their domain in their names")
+    if len(r.errors) == errors:
+        r.ok(f"permissions: the {rules} rules naming the request or claim stream are there for the plain names and "
+             f"those of domains {', '.join(domains)} (SYNERGAI_REQUESTS_<domain>, SYNERGAI_REPLIES_<domain>); "
+             "every JetStream rule names a SynergAI stream")
+
+
 def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
     """Every NATS config parses (`nats-server -t`, its environment variables set to placeholders);
-    compose and k8s ship the same NATS files; then the compose hub and one leaf node run on
-    loopback ports with their users and permissions, and a worker of the leaf node uses the hub's
-    JetStream as an edge worker does, while anonymous connections and forbidden publishes are
-    refused."""
+    compose and k8s ship the same NATS files; the permission rules name the request and claim
+    streams of every JetStream domain (check_stream_permissions); then the compose hub and one leaf
+    node run on loopback ports with their users and permissions, acting as the services (streams
+    named as they name them, `SYNERGAI_REQUESTS_<domain>`): the hub's scheduler and intake use the
+    hub's JetStream (domain hub) and a worker of the leaf node uses it as an edge worker does; the
+    edge site's intake, scheduler and worker serve requests through the leaf node's own JetStream
+    (domain edge-a), acknowledging while the hub's scheduler holds messages of the same sequence
+    numbers (neither domain's acknowledgements or direct gets touch the other's stream), also with
+    the hub stopped (the uplink cut); anonymous connections and forbidden publishes are refused."""
     compose_dir, k8s_dir = ws.deploy / "compose" / "nats", ws.deploy / "k8s" / "base" / "nats"
     # Server configs; the permission files are parts they include, checked through them.
     confs = [c for c in sorted(compose_dir.glob("*.conf")) + sorted((ws.deploy / "k8s").rglob("*.conf"))
@@ -677,6 +873,12 @@ def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
             r.error(f"compose/nats/{c.name} has no copy in k8s/base/nats/ (the two ship the same NATS files)")
         elif twin.read_text() != c.read_text():
             r.error(f"k8s/base/nats/{c.name} differs from compose/nats/{c.name} (the two ship the same NATS files)")
+    domains: list[str] = []
+    for c in confs:
+        d = nats_conf_domain(c.read_text())
+        if d and d not in domains:
+            domains.append(d)
+    check_stream_permissions(sorted(compose_dir.glob("permissions-*.conf")), domains, r)
     for c in sorted(compose_dir.glob("*.conf")):
         text = c.read_text()
         if re.search(r"^\s*password\s*:\s*[\"']", text, re.M) or re.search(r"^\s*token\s*:", text, re.M):
@@ -701,18 +903,20 @@ def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
         import asyncio
         import nats  # noqa: F401
     except ImportError:
-        r.warn("nats-py missing: leaf-node JetStream smoke test skipped")
+        r.warn("nats-py missing: hub + leaf-node JetStream smoke test skipped")
         return
     import shutil
     import signal
     import time
+    import urllib.request
     tmp = Path(tempfile.mkdtemp(prefix="validate-deploy-nats-"))
     hp, hm, hl, lp, lm = (free_port() for _ in range(5))
     for f in compose_dir.glob("permissions-*.conf"):
         shutil.copy(f, tmp / f.name)
     hub = (hub_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{hp}").replace("0.0.0.0:8222", f"127.0.0.1:{hm}")
-           .replace("0.0.0.0:7422", f"127.0.0.1:{hl}").replace("/data/jetstream", str(tmp / "js")))
-    leaf = (leaf_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{lp}").replace("0.0.0.0:8222", f"127.0.0.1:{lm}"))
+           .replace("0.0.0.0:7422", f"127.0.0.1:{hl}").replace("/data/jetstream", str(tmp / "js-hub")))
+    leaf = (leaf_conf.read_text().replace("0.0.0.0:4222", f"127.0.0.1:{lp}").replace("0.0.0.0:8222", f"127.0.0.1:{lm}")
+            .replace("/data/jetstream", str(tmp / "js-edge-a")))
     (tmp / "hub.conf").write_text(hub)
     (tmp / "leaf.conf").write_text(leaf)
     pw = {k: v for k, v in placeholders.items() if k.startswith("NATS_PASSWORD_")}
@@ -726,84 +930,242 @@ def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
                                           env=senv))
             time.sleep(0.5)
 
+        def leafnodes() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{lm}/leafz", timeout=1) as resp:
+                return int(json.loads(resp.read()).get("leafnodes", 0))
+
         async def smoke() -> str:
             import json as _json
             import nats as _nats
-            from nats.js.api import StreamConfig
+            from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
             refusals: list[str] = []
+            conns = []
 
-            async def on_error(e: Exception) -> None:
-                refusals.append(str(e))
+            def on_error(who: str):
+                async def cb(e: Exception) -> None:
+                    refusals.append(f"{who}: {e}")
+                return cb
 
-            def creds(user: str) -> dict:
-                return {"user": user, "password": pw.get(f"NATS_PASSWORD_{user.upper()}", "")}
+            async def connect(port: int, server: str, user: str):
+                c = await _nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1, allow_reconnect=False,
+                                        max_reconnect_attempts=0, error_cb=on_error(f"{user}@{server}"),
+                                        user=user, password=pw.get(f"NATS_PASSWORD_{user.upper()}", ""))
+                conns.append(c)
+                return c
+
             for _ in range(50):
                 try:
-                    hc = await _nats.connect(f"nats://127.0.0.1:{hp}", connect_timeout=1, allow_reconnect=False,
-                                             **creds("admin"))
-                    lc = await _nats.connect(f"nats://127.0.0.1:{lp}", connect_timeout=1, allow_reconnect=False,
-                                             error_cb=on_error, **creds("worker"))
+                    ha = await connect(hp, "hub", "admin")
+                    lw = await connect(lp, "leaf-edge-a", "worker")
                     break
                 except Exception:
                     await asyncio.sleep(0.1)
             else:
-                return "cannot connect to the hub (as admin) and the leaf node (as worker)"
-            cc = await _nats.connect(f"nats://127.0.0.1:{lp}", connect_timeout=1, allow_reconnect=False,
-                                     error_cb=on_error, **creds("client"))
-            try:
+                return "cannot connect to the hub (as admin) and leaf-edge-a (as worker)"
+            # The users each site's services connect as.
+            users = {}
+            for port, server, user in ((hp, "hub", "intake"), (hp, "hub", "scheduler"), (hp, "hub", "worker"),
+                                       (lp, "leaf-edge-a", "client"), (lp, "leaf-edge-a", "intake"),
+                                       (lp, "leaf-edge-a", "scheduler")):
                 try:
-                    async def quiet(_e: Exception) -> None:
-                        pass
-                    anon = await _nats.connect(f"nats://127.0.0.1:{hp}", connect_timeout=1, allow_reconnect=False,
+                    users[(server, user)] = await connect(port, server, user)
+                except Exception as e:
+                    return f"cannot connect to {server} as {user}: {type(e).__name__}: {e}"
+            hi, hs, hw = users[("hub", "intake")], users[("hub", "scheduler")], users[("hub", "worker")]
+            cc, li, ls = (users[("leaf-edge-a", u)] for u in ("client", "intake", "scheduler"))
+
+            async def quiet(_e: Exception) -> None:
+                pass
+            for port, server in ((hp, "the hub"), (lp, "leaf-edge-a")):
+                try:
+                    anon = await _nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=1, allow_reconnect=False,
                                                max_reconnect_attempts=0, error_cb=quiet)
                     await anon.close()
-                    return "the hub accepts a connection without credentials"
+                    return f"{server} accepts a connection without credentials"
                 except Exception:
                     pass
-                # Wait for the leaf connection.
+
+            async def api(conn, subject: str, body: bytes = b"") -> dict:
+                return _json.loads((await conn.request(subject, body, timeout=2)).data)
+
+            # The per-site streams carry their domain in their names, as the services name them
+            # (`SYNERGAI_REQUESTS_<domain>`): acknowledgements and direct gets name a stream but no
+            # domain, so the hub's and edge-a's must not share one.
+            REQ, REP, CONSUMER = "SYNERGAI_REQUESTS", "SYNERGAI_REPLIES", "synergai-scheduler"
+
+            def work_queue(domain: str) -> StreamConfig:
+                return StreamConfig(name=f"{REQ}_{domain}", subjects=[f"synergai.v1.sched.requests.{domain}.*"],
+                                    retention=RetentionPolicy.WORK_QUEUE, storage=StorageType.FILE,
+                                    allow_direct=True)
+
+            def claims(domain: str) -> StreamConfig:
+                return StreamConfig(name=f"{REP}_{domain}", subjects=[f"synergai.v1.claims.{domain}.*"],
+                                    max_msgs_per_subject=1, storage=StorageType.FILE)
+
+            async def direct_get(conn, domain: str, seq: int, want: bytes, who: str) -> str:
+                """A direct get in `domain` of its request stream's message `seq` returns `want`, from
+                that domain's stream."""
+                stream = f"{REQ}_{domain}"
+                got = await conn.request(f"$JS.{domain}.API.DIRECT.GET.{stream}", _json.dumps({"seq": seq}).encode(),
+                                         timeout=2)
+                from_stream = (got.headers or {}).get("Nats-Stream")
+                if got.data != want or from_stream != stream:
+                    return (f"direct get (domain {domain}) of message {seq} by {who} returned {len(got.data)} bytes "
+                            f"from stream {from_stream!r}, not the {len(want)} bytes stored in {stream}")
+                return ""
+
+            async def stream_state(conn, domain: str) -> dict:
+                return (await api(conn, f"$JS.{domain}.API.STREAM.INFO.{REQ}_{domain}")).get("state", {})
+
+            async def ack_pending(conn, domain: str) -> int | None:
+                return (await api(conn, f"$JS.{domain}.API.CONSUMER.INFO.{REQ}_{domain}.{CONSUMER}")).get(
+                    "num_ack_pending")
+
+            async def serve_edge(n: int, phase: str, before_ack=None, after_ack=None, uplink: bool = True) -> str:
+                """One request through edge-a's JetStream: its intake stores it, its worker reads the
+                body (and, with the uplink up, so does a worker at the hub, as one that edge-a's
+                scheduler places on) and claims the reply, its scheduler takes and acknowledges it
+                (`before_ack` and `after_ack`: checks while the scheduler holds it unacknowledged,
+                and after)."""
+                body = f"e{n}".encode() * 500
+                ack = await li.jetstream(domain="edge-a").publish("synergai.v1.sched.requests.edge-a.m", body)
+                if ack.stream != f"{REQ}_edge-a" or ack.domain != "edge-a":
+                    return f"{phase}: the site's intake's request was stored by {ack}, not edge-a's {REQ}_edge-a"
+                readers = [(lw, "the site's worker")] + ([(hw, "a worker at the hub")] if uplink else [])
+                for conn, who in readers:
+                    why = await direct_get(conn, "edge-a", ack.seq, body, who)
+                    if why:
+                        return f"{phase}: {why}"
+                c = await lw.jetstream(domain="edge-a").publish(
+                    f"synergai.v1.claims.edge-a.r{n}", b"c", headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+                if c.stream != f"{REP}_edge-a" or c.domain != "edge-a":
+                    return f"{phase}: the site's worker's reply claim was stored by {c}, not edge-a's {REP}_edge-a"
+                msgs = await edge_sub.fetch(1, timeout=2)
+                if msgs[0].data != body:
+                    return f"{phase}: the site's scheduler took {len(msgs[0].data)} bytes, not the request just stored"
+                if before_ack:
+                    why = await before_ack()
+                    if why:
+                        return f"{phase}: {why}"
+                await msgs[0].ack_sync(timeout=2)
+                left = await stream_state(ls, "edge-a")
+                if left.get("messages") != 0:
+                    return f"{phase}: the site's scheduler's acknowledgement left the work queue with {left}"
+                if after_ack:
+                    why = await after_ack()
+                    if why:
+                        return f"{phase}: {why}"
+                return ""
+
+            phase = "waiting for the leaf connection"
+            try:
                 for _ in range(50):
                     try:
-                        await lc.request("$JS.API.STREAM.INFO.SYNERGAI_REQUESTS", b"", timeout=0.5)
+                        await lw.request("$JS.hub.API.INFO", b"", timeout=0.5)
                         break
                     except Exception:
                         await asyncio.sleep(0.1)
-                js = hc.jetstream()
-                await js.add_stream(StreamConfig(name="SYNERGAI_REQUESTS", subjects=["synergai.v1.sched.requests.*"],
-                                                 allow_direct=True))
-                await js.add_stream(StreamConfig(name="SYNERGAI_REPLIES", subjects=["synergai.v1.claims.*"],
-                                                 max_msgs_per_subject=1))
-                ack = await js.publish("synergai.v1.sched.requests.m", b"x" * 700_000)
-                info = _json.loads((await lc.request("$JS.API.STREAM.INFO.SYNERGAI_REQUESTS", b"", timeout=2)).data)
-                if info.get("state", {}).get("messages") != 1:
-                    return f"stream info from the leaf: {info}"
-                got = await lc.request("$JS.API.DIRECT.GET.SYNERGAI_REQUESTS", _json.dumps({"seq": ack.seq}).encode(),
-                                       timeout=2)
-                if len(got.data) != 700_000:
-                    return f"direct get of a 700 KB body from the leaf returned {len(got.data)} bytes"
-                a2 = await lc.jetstream().publish("synergai.v1.claims.r1", b"c",
-                                                  headers={"Nats-Expected-Last-Subject-Sequence": "0"})
-                if a2.stream != "SYNERGAI_REPLIES":
-                    return f"JetStream publish (a reply claim) from the leaf: {a2}"
+                # The hub's domain: its scheduler makes the streams, its intake stores requests, and
+                # a worker of the leaf node reads a body and claims the reply there.
+                phase = "the hub's JetStream (domain hub)"
+                jsh = hs.jetstream(domain="hub")
+                await jsh.add_stream(work_queue("hub"))
+                await jsh.add_stream(claims("hub"))
+                hub_bodies = [b"x" * 700_000, b"y" * 300]
+                hub_seqs = []
+                for body in hub_bodies:
+                    ack = await hi.jetstream(domain="hub").publish("synergai.v1.sched.requests.hub.m", body)
+                    if ack.stream != f"{REQ}_hub" or ack.domain != "hub":
+                        return f"{phase}: the hub's intake's request was stored by {ack}, not the hub's {REQ}_hub"
+                    hub_seqs.append(ack.seq)
+                info = await api(lw, f"$JS.hub.API.STREAM.INFO.{REQ}_hub")
+                if info.get("state", {}).get("messages") != 2:
+                    return f"{phase}: stream info from the leaf: {info}"
+                why = await direct_get(lw, "hub", hub_seqs[0], hub_bodies[0], "a worker of the leaf node (700 KB)")
+                if why:
+                    return f"{phase}: {why}"
+                a2 = await lw.jetstream(domain="hub").publish("synergai.v1.claims.hub.r1", b"c",
+                                                              headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+                if a2.stream != f"{REP}_hub" or a2.domain != "hub":
+                    return f"{phase}: JetStream publish (a reply claim) from the leaf: {a2}"
+                # The hub's scheduler takes both requests and holds them unacknowledged while edge-a's
+                # scheduler acknowledges messages of the same sequence numbers in its own stream.
+                hub_sub = await jsh.pull_subscribe("synergai.v1.sched.requests.hub.*", durable=CONSUMER,
+                                                   stream=f"{REQ}_hub")
+                hub_msgs = []
+                while len(hub_msgs) < 2:
+                    hub_msgs += await hub_sub.fetch(2 - len(hub_msgs), timeout=2)
+                if [m.data for m in hub_msgs] != hub_bodies:
+                    return f"{phase}: the hub's scheduler took other messages than the hub's intake stored"
+
+                # The edge site's own domain: its scheduler makes the streams and its consumer.
+                phase = "leaf-edge-a's own JetStream (domain edge-a)"
+                try:
+                    await ls.request("$JS.edge-a.API.INFO", b"", timeout=2)
+                except Exception as e:
+                    return f"no JetStream answers in domain edge-a at leaf-edge-a ({type(e).__name__}: {e})"
+                jse = ls.jetstream(domain="edge-a")
+                await jse.add_stream(work_queue("edge-a"))
+                await jse.add_stream(claims("edge-a"))
+                await lw.jetstream(domain="edge-a").stream_info(f"{REP}_edge-a")
+                edge_sub = await jse.pull_subscribe("synergai.v1.sched.requests.edge-a.*", durable=CONSUMER,
+                                                    stream=f"{REQ}_edge-a")
+
+                async def hub_untouched(held: int) -> str:
+                    """The hub's work queue still holds its `held` requests, taken and unacknowledged."""
+                    state, pending = await stream_state(hs, "hub"), await ack_pending(hs, "hub")
+                    if state.get("messages") != held or pending != held:
+                        return (f"the hub's work queue holds {state.get('messages')} messages, {pending} of them "
+                                f"unacknowledged, not its {held} taken ones: it captured an edge-a request, or an "
+                                "acknowledgement in domain edge-a reached the hub's stream")
+                    return await direct_get(lw, "hub", hub_seqs[0], hub_bodies[0], "a worker of the leaf node")
+
+                # Request 1 of edge-a (sequence 1, as the hub's first): its acknowledgement leaves the
+                # hub's two alone.
+                why = await serve_edge(2, phase, after_ack=lambda: hub_untouched(2))
+                if why:
+                    return why
+
+                async def hub_acks_second() -> str:
+                    # Request 2 of edge-a (sequence 2) is taken and unacknowledged: the hub's
+                    # scheduler acknowledges its own sequence 2, which leaves edge-a's alone.
+                    await hub_msgs[1].ack_sync(timeout=2)
+                    state = await stream_state(ls, "edge-a")
+                    pending = await ack_pending(ls, "edge-a")
+                    if state.get("messages") != 1 or pending != 1:
+                        return (f"after the hub's scheduler acknowledged its request, edge-a's work queue holds "
+                                f"{state.get('messages')} messages, {pending} unacknowledged, not its 1 taken one: "
+                                "an acknowledgement in domain hub reached edge-a's stream")
+                    return await hub_untouched(1)
+                why = await serve_edge(3, phase, before_ack=hub_acks_second, after_ack=lambda: hub_untouched(1))
+                if why:
+                    return why
+                await hub_msgs[0].ack_sync(timeout=2)
+                left = await stream_state(hs, "hub")
+                if left.get("messages") != 0:
+                    return f"{phase}: the hub's scheduler's acknowledgements left its work queue with {left}"
+
+                phase = "request-reply from the leaf to the hub"
 
                 async def respond(m):
                     await m.respond(b"ok")
-                await hc.subscribe("synergai.v1.store.profiles.table", cb=respond)
-                await hc.flush()
+                await ha.subscribe("synergai.v1.store.profiles.table", cb=respond)
+                await ha.flush()
                 last = None
                 answered = False
                 for _ in range(50):
                     try:
-                        if (await lc.request("synergai.v1.store.profiles.table", b"", timeout=0.5)).data == b"ok":
+                        if (await lw.request("synergai.v1.store.profiles.table", b"", timeout=0.5)).data == b"ok":
                             answered = True
                             break
                     except Exception as e:  # no responders until the interest crosses the leaf
                         last = e
                         await asyncio.sleep(0.1)
                 if not answered:
-                    return f"request-reply from the leaf to the hub got no answer ({type(last).__name__}: {last})"
+                    return f"{phase} got no answer ({type(last).__name__}: {last})"
                 # Refused: a client or a worker publishing to a worker's job subject.
-                for who, conn in (("client", cc), ("worker", lc)):
+                for who, conn in (("client", cc), ("worker", lw)):
                     refusals.clear()
                     await conn.publish("synergai.v1.workers.jobs.w1", b"forged")
                     await conn.flush()
@@ -813,28 +1175,53 @@ def check_nats(ws: Workspace, nats_server: str | None, r: Report) -> None:
                         await asyncio.sleep(0.05)
                     if not any("ermissions" in x for x in refusals):
                         return f"a {who} of the leaf node may publish to a worker's job subject"
-                return ""
-            except Exception as e:
-                return f"{type(e).__name__}: {e}"
-            finally:
-                await hc.close()
-                await lc.close()
-                await cc.close()
+                refusals.clear()
 
-        why = asyncio.run(asyncio.wait_for(smoke(), 30))
+                # The uplink cut (the hub stopped): the edge site keeps serving on its own.
+                phase = "with the uplink cut (the hub stopped)"
+                procs[0].send_signal(signal.SIGTERM)
+                procs[0].wait(10)
+                for _ in range(50):
+                    try:
+                        if leafnodes() == 0:
+                            break
+                    except Exception:
+                        pass
+                    await asyncio.sleep(0.1)
+                else:
+                    return f"{phase}: leaf-edge-a still lists a leaf connection"
+                return await serve_edge(4, phase, uplink=False)
+            except Exception as e:
+                seen = f" (the servers refused: {'; '.join(refusals)})" if refusals else ""
+                return f"{phase}: {type(e).__name__}: {e}{seen}"
+            finally:
+                for c in conns:
+                    try:
+                        await c.close()
+                    except Exception:
+                        pass
+
+        why = asyncio.run(asyncio.wait_for(smoke(), 45))
         if why:
             logs = "\n".join((tmp / f"{n}.log").read_text()[-2000:] for n in ("hub", "leaf"))
             if "may publish to a worker's job subject" in why or "without credentials" in why:
                 r.error(f"compose/nats: {why}")
             else:
-                r.error(f"compose/nats: a worker of leaf-edge-a cannot use the hub's JetStream: {why}\n{logs}")
+                r.error(f"compose/nats: hub + leaf-edge-a on loopback: {why}\n{logs}")
         else:
-            r.ok("hub + leaf-edge-a on loopback with their users: from the leaf (as worker), stream info, a 700 KB "
-                 "direct get, a reply claim and request-reply to the hub work; anonymous connections and job "
-                 "subjects published by a client or a worker are refused")
+            r.ok("hub + leaf-edge-a on loopback with their users, streams named per domain (SYNERGAI_REQUESTS_hub, "
+                 "SYNERGAI_REQUESTS_edge-a, ...): in domain hub, the hub's scheduler makes the streams, its intake "
+                 "stores requests, and from the leaf (as worker) stream info, a 700 KB direct get and a reply claim "
+                 "work; in domain edge-a, the leaf's own JetStream, the site's intake, worker and scheduler serve "
+                 "requests (store, direct get, claim, take and acknowledge), which the hub's work queue does not "
+                 "capture; acknowledgements and direct gets in one domain leave the other's stream and consumer "
+                 "alone (same sequence numbers in both); edge-a serves again with the hub stopped; request-reply "
+                 "to the hub works; anonymous connections and job subjects published by a client or a worker are "
+                 "refused")
     finally:
         for pr in procs:
-            pr.send_signal(signal.SIGTERM)
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGTERM)
         for pr in procs:
             try:
                 pr.wait(5)

@@ -35,6 +35,10 @@ pub struct JobMeta {
     pub payload_bytes: u64,
     /// Site of the intake that accepted it.
     pub ingress_site: String,
+    /// JetStream domain holding the request (its body in the work queue, its reply claim): the
+    /// accepting intake's. Absent: the JetStream of the server the reader is connected to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// A job as dispatched to a worker: the request's metadata and the scheduler's decision.
@@ -91,6 +95,10 @@ pub struct HeldJob {
     pub reply: String,
     /// Deadline, microseconds since the Unix epoch.
     pub deadline_us: i64,
+    /// JetStream domain holding the request ([`JobMeta::domain`]): only a scheduler of that
+    /// domain answers it when the worker is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// An (engine, threads) configuration a worker has loaded for a model.

@@ -110,14 +110,23 @@ impl fmt::Display for Token {
 }
 
 /// Builds the subjects of one SynergAI deployment.
+///
+/// A deployment whose sites each run their own JetStream (an edge site that keeps serving when
+/// its uplink is cut) names each site's JetStream *domain*: the subjects that a JetStream stream
+/// captures (accepted requests, reply claims) then carry the domain, so the streams of two
+/// domains joined by a leaf node never capture each other's messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subjects {
     root: String,
+    domain: Option<String>,
 }
 
 impl Default for Subjects {
     fn default() -> Self {
-        Subjects { root: ROOT.into() }
+        Subjects {
+            root: ROOT.into(),
+            domain: None,
+        }
     }
 }
 
@@ -129,7 +138,37 @@ impl Subjects {
         } else {
             Subjects {
                 root: format!("{prefix}.{ROOT}"),
+                domain: None,
             }
+        }
+    }
+
+    /// The same subjects for the requests held in JetStream domain `domain` (`None`: the
+    /// JetStream of the server connected to, unnamed). A domain must be one subject token.
+    pub fn in_domain(&self, domain: Option<&str>) -> Result<Self, ContractError> {
+        if let Some(d) = domain
+            && !is_token(d)
+        {
+            return Err(ContractError::BadRequest(format!(
+                "invalid JetStream domain {d:?}: 1 to {MAX_MODEL_NAME} of A-Z a-z 0-9 _ -"
+            )));
+        }
+        Ok(Subjects {
+            root: self.root.clone(),
+            domain: domain.map(str::to_owned),
+        })
+    }
+
+    /// The JetStream domain of these subjects' streams, if named.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// `<root>.<area>` in no domain, `<root>.<area>.<domain>` in one.
+    fn in_area(&self, area: &str) -> String {
+        match &self.domain {
+            None => format!("{}.{area}", self.root),
+            Some(d) => format!("{}.{area}.{d}", self.root),
         }
     }
 
@@ -207,35 +246,50 @@ impl Subjects {
         self.stream_name("SYNERGAI_OUTCOMES")
     }
 
-    /// Accepted requests on their way to a scheduler, `synergai.v1.sched.requests.<model>`
-    /// (JetStream work queue: a request survives a scheduler restart).
+    /// Accepted requests on their way to a scheduler, `synergai.v1.sched.requests.<model>`,
+    /// in a domain `synergai.v1.sched.requests.<domain>.<model>` (JetStream work queue: a
+    /// request survives a scheduler restart).
     pub fn sched_request(&self, model: &ModelName) -> String {
-        format!("{}.sched.requests.{model}", self.root)
+        format!("{}.{model}", self.in_area("sched.requests"))
     }
 
-    /// Every model's accepted requests.
+    /// Every model's accepted requests (of this domain).
     pub fn sched_requests(&self) -> String {
-        format!("{}.sched.requests.*", self.root)
+        format!("{}.*", self.in_area("sched.requests"))
     }
 
-    /// JetStream stream of accepted requests.
+    /// A stream of this domain: `name` behind the prefix, `_<domain>` after it in a domain.
+    /// Streams of two domains joined by leaf nodes must not share a name: acknowledgements
+    /// (`$JS.ACK.<stream>.<consumer>...`) and direct gets (`$JS.API.DIRECT.GET.<stream>`) name
+    /// the stream but not the domain, so one domain's could reach the other's stream.
+    fn domain_stream_name(&self, name: &str) -> String {
+        match &self.domain {
+            None => self.stream_name(name),
+            Some(d) => self.stream_name(&format!("{name}_{d}")),
+        }
+    }
+
+    /// JetStream stream of accepted requests (`SYNERGAI_REQUESTS`, in a domain
+    /// `SYNERGAI_REQUESTS_<domain>`).
     pub fn request_stream(&self) -> String {
-        self.stream_name("SYNERGAI_REQUESTS")
+        self.domain_stream_name("SYNERGAI_REQUESTS")
     }
 
-    /// JetStream stream where the one reply to each request is claimed.
+    /// JetStream stream where the one reply to each request is claimed (`SYNERGAI_REPLIES`, in
+    /// a domain `SYNERGAI_REPLIES_<domain>`).
     pub fn reply_bucket(&self) -> String {
-        self.stream_name("SYNERGAI_REPLIES")
+        self.domain_stream_name("SYNERGAI_REPLIES")
     }
 
-    /// Every claim subject (the claim stream's).
+    /// Every claim subject (the claim stream's, of this domain).
     pub fn claims(&self) -> String {
-        format!("{}.claims.*", self.root)
+        format!("{}.*", self.in_area("claims"))
     }
 
-    /// The claim subject of a request, `synergai.v1.claims.<request id>`, if the id is a token.
+    /// The claim subject of a request, `synergai.v1.claims.<request id>` (in a domain
+    /// `synergai.v1.claims.<domain>.<request id>`), if the id is a token.
     pub fn claim(&self, request_id: &str) -> Option<String> {
-        is_token(request_id).then(|| format!("{}.claims.{request_id}", self.root))
+        is_token(request_id).then(|| format!("{}.{request_id}", self.in_area("claims")))
     }
 
     /// A worker's job subject, `synergai.v1.workers.jobs.<worker>` (request-reply: the worker
@@ -361,5 +415,36 @@ mod tests {
             Some("vgg19")
         );
         assert_eq!(t.model_of_infer("synergai.v1.infer.vgg19"), None);
+    }
+
+    #[test]
+    fn streamed_subjects_carry_the_domain() {
+        let m = ModelName::parse("resnet50").expect("valid");
+        let hub = Subjects::default().in_domain(Some("hub")).expect("valid");
+        let edge = Subjects::with_prefix("t1")
+            .in_domain(Some("edge-a"))
+            .expect("valid");
+        assert_eq!(hub.domain(), Some("hub"));
+        assert_eq!(
+            hub.sched_request(&m),
+            "synergai.v1.sched.requests.hub.resnet50"
+        );
+        assert_eq!(hub.sched_requests(), "synergai.v1.sched.requests.hub.*");
+        assert_eq!(hub.claims(), "synergai.v1.claims.hub.*");
+        assert_eq!(
+            edge.claim("0190-ab").as_deref(),
+            Some("t1.synergai.v1.claims.edge-a.0190-ab")
+        );
+        // Their streams' names carry it too.
+        assert_eq!(hub.request_stream(), "SYNERGAI_REQUESTS_hub");
+        assert_eq!(edge.reply_bucket(), "t1_SYNERGAI_REPLIES_edge-a");
+        // Everything else is the same in every domain, and the unnamed domain is the default.
+        assert_eq!(hub.infer(&m), Subjects::default().infer(&m));
+        assert_eq!(hub.outcome_stream(), "SYNERGAI_OUTCOMES");
+        let none = hub.in_domain(None).expect("valid");
+        assert_eq!(none, Subjects::default());
+        for bad in ["", "a.b", "*", ">", "a b"] {
+            assert!(Subjects::default().in_domain(Some(bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -25,6 +25,11 @@ pub struct NatsConfig {
     pub url: String,
     /// Prefix before `synergai.v1` on every subject; empty in production, unique per test run.
     pub subject_prefix: String,
+    /// JetStream domain of this service's site, where the requests it accepts or schedules
+    /// are held (work queue, reply claims): set where each site runs its own JetStream, intake
+    /// and scheduler (an edge site that keeps serving when its uplink is cut: `edge-a`; the
+    /// hub: `hub`). Unset: the JetStream of the server connected to, unnamed.
+    pub jetstream_domain: Option<String>,
     /// How long one connection attempt may take, ms.
     pub connect_timeout_ms: u64,
     /// Keep retrying when the server is not up yet (useful when services start together).
@@ -58,6 +63,7 @@ impl Default for NatsConfig {
         NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             subject_prefix: String::new(),
+            jetstream_domain: None,
             connect_timeout_ms: 5_000,
             retry_on_initial_connect: false,
             user: None,
@@ -76,9 +82,12 @@ impl Default for NatsConfig {
 }
 
 impl NatsConfig {
-    /// The subjects of this deployment.
+    /// The subjects of this deployment, in this service's JetStream domain. An invalid
+    /// domain is refused by [`connect`] before any subject is built; here it counts as unset.
     pub fn subjects(&self) -> Subjects {
-        Subjects::with_prefix(&self.subject_prefix)
+        let base = Subjects::with_prefix(&self.subject_prefix);
+        base.in_domain(self.jetstream_domain.as_deref())
+            .unwrap_or(base)
     }
 
     /// The same settings authenticating as `user` with `password` (any other way cleared).
@@ -217,6 +226,11 @@ pub enum NatsError {
 /// Connects as `client_name` (shown by `nats server report connections`), with the
 /// configuration's authentication and TLS.
 pub async fn connect(cfg: &NatsConfig, client_name: &str) -> Result<Client, NatsError> {
+    if let Some(domain) = &cfg.jetstream_domain {
+        Subjects::default()
+            .in_domain(Some(domain))
+            .map_err(|e| NatsError::Settings(format!("nats.jetstream_domain: {e}")))?;
+    }
     let mut opts = cfg
         .options()
         .await
@@ -249,6 +263,15 @@ pub async fn connect(cfg: &NatsConfig, client_name: &str) -> Result<Client, Nats
             url: cfg.url.clone(),
             source,
         })
+}
+
+/// A JetStream context for domain `domain` (its API at `$JS.<domain>.API`, reachable from any
+/// server joined to it by leaf nodes); `None`: the connected server's own (`$JS.API`).
+pub fn jetstream(client: &Client, domain: Option<&str>) -> async_nats::jetstream::Context {
+    match domain {
+        Some(d) => async_nats::jetstream::with_domain(client.clone(), d),
+        None => async_nats::jetstream::new(client.clone()),
+    }
 }
 
 /// Headers of an error reply: `Nats-Service-Error-Code` and `Nats-Service-Error`.
@@ -344,21 +367,34 @@ const CLAIM_ATTEMPTS: u32 = 6;
 #[error("reply claims: {0}")]
 pub struct ClaimError(String);
 
+impl ClaimError {
+    /// A claim that could not be made, for `why`.
+    pub fn new(why: impl Into<String>) -> Self {
+        ClaimError(why.into())
+    }
+}
+
 impl ReplyClaims {
-    /// Opens (creating if needed) the claim stream of a deployment. Claims expire after
-    /// `keep`, long after any request could still be answered.
+    /// Opens (creating if needed) the claim stream of a deployment, in the JetStream domain of
+    /// `subjects`. Claims expire after `keep`, long after any request could still be answered.
     pub async fn open(
         client: &Client,
         subjects: &Subjects,
         keep: Duration,
     ) -> Result<Self, ClaimError> {
-        let claims = ReplyClaims {
-            js: async_nats::jetstream::new(client.clone()),
-            subjects: subjects.clone(),
-            keep,
-        };
+        let claims = ReplyClaims::lazy(client, subjects, keep);
         claims.create().await?;
         Ok(claims)
+    }
+
+    /// As [`ReplyClaims::open`] without touching the server: the stream is created by the
+    /// first claim that finds it missing.
+    pub fn lazy(client: &Client, subjects: &Subjects, keep: Duration) -> Self {
+        ReplyClaims {
+            js: jetstream(client, subjects.domain()),
+            subjects: subjects.clone(),
+            keep,
+        }
     }
 
     /// Creates the claim stream if it is not there. On file, so that claims survive a NATS

@@ -202,6 +202,7 @@ pub fn admit(
         samples: samples as u32,
         payload_bytes: normalised.body.len() as u64,
         ingress_site: cfg.site.clone(),
+        domain: None,
     };
     Ok(Admitted {
         meta,

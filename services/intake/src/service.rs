@@ -164,7 +164,7 @@ impl Intake {
         let nats = pnats::connect(&cfg.nats, "synergai-intake").await?;
         let subjects = cfg.nats.subjects();
         let ctx = Arc::new(Ctx {
-            js: jetstream::new(nats.clone()),
+            js: pnats::jetstream(&nats, subjects.domain()),
             catalog,
             nats: nats.clone(),
             subjects: subjects.clone(),
@@ -271,7 +271,9 @@ async fn submit_in(
     next: TraceContext,
     span: &tracing::Span,
 ) -> Result<(String, i64), Refused> {
-    let admitted = admit(&ctx.catalog, &ctx.cfg.intake, incoming, request_id())?;
+    let mut admitted = admit(&ctx.catalog, &ctx.cfg.intake, incoming, request_id())?;
+    // Held in this site's JetStream domain: its body and its reply claim are read there.
+    admitted.meta.domain = ctx.subjects.domain().map(str::to_owned);
     span.record("request_id", admitted.meta.request_id.as_str());
     span.record("slo_ms", admitted.meta.slo_ms);
     span.record("deadline_us", admitted.meta.deadline_us);

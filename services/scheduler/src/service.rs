@@ -119,7 +119,7 @@ impl Scheduler {
         let claims = ReplyClaims::open(&nats, &subjects, Duration::from_secs(600))
             .await
             .map_err(|e| setup(e.to_string()))?;
-        let js = jetstream::new(nats.clone());
+        let js = pnats::jetstream(&nats, subjects.domain());
         let redeliver_after = Duration::from_millis(config.scheduler.redeliver_after_ms.max(100));
         let consumer = open_work_queue(
             &js,
@@ -407,7 +407,14 @@ async fn sweep(ctx: Arc<Ctx>, tasks: TaskTracker, cancel: CancellationToken) {
             for job in l.own {
                 tasks.spawn(redispatch(ctx.clone(), job, l.worker.clone()));
             }
-            for orphan in l.orphans {
+            // A request of another JetStream domain (another site's scheduler dispatched it)
+            // is that site's to answer: its claim is there, and the worker may still be serving
+            // it, lost only to this site (a cut uplink).
+            for orphan in l
+                .orphans
+                .into_iter()
+                .filter(|o| o.domain.as_deref() == ctx.subjects.domain())
+            {
                 tasks.spawn(answer_orphan(ctx.clone(), orphan, l.worker.clone()));
             }
         }
@@ -462,7 +469,7 @@ async fn take_requests(
     tasks: TaskTracker,
     cancel: CancellationToken,
 ) {
-    let js = jetstream::new(ctx.nats.clone());
+    let js = pnats::jetstream(&ctx.nats, ctx.subjects.domain());
     loop {
         take_from(&ctx, &consumer, &tasks, &cancel).await;
         loop {

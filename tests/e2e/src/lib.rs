@@ -74,6 +74,8 @@ pub struct WorkerSpec {
     pub models: Vec<String>,
     /// The NATS server it connects to (its site's leaf node); the cluster's when `None`.
     pub nats: Option<String>,
+    /// Environment of its own (after the cluster's).
+    pub env: Vec<(String, String)>,
 }
 
 impl WorkerSpec {
@@ -87,7 +89,14 @@ impl WorkerSpec {
             cores: cores.into(),
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             nats: None,
+            env: Vec::new(),
         }
+    }
+
+    /// The same worker with `key=value` in its environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// The same worker, connected to the NATS server at `url` (its site's leaf node).
@@ -98,44 +107,133 @@ impl WorkerSpec {
 }
 
 /// NATS servers joined the way sites are in the field, as `compose/` and `scripts/up` run them: a
-/// hub with JetStream in domain `hub`, and a leaf node per edge site that maps the JetStream API
-/// onto the hub's domain. Each on free loopback ports; stopped on drop.
+/// hub with JetStream in domain `hub`, and a leaf node per edge site, either mapping the
+/// JetStream API onto the hub's domain ([`Sites::start`]) or running JetStream of its own in a
+/// domain named after the site ([`Sites::start_local`]). Each leaf reaches the hub through a
+/// relay ([`Link`]), so a test can cut a site's uplink and leave both servers running. Each on
+/// free loopback ports; stopped on drop.
 pub struct Sites {
     hub: String,
     leaves: Vec<(String, String)>,
+    links: Vec<(String, Link)>,
     procs: Vec<Child>,
     _dir: tempfile::TempDir,
 }
 
+/// A TCP relay standing for an edge site's uplink (its leaf node's connection to the hub).
+/// [`Link::cut`] closes every connection through it and stops listening, as a link going down
+/// does; [`Link::restore`] listens again on the same port, and the leaf node reconnects.
+pub struct Link {
+    port: u16,
+    to: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    /// Relays connections to `127.0.0.1:port` on to `127.0.0.1:to`.
+    pub async fn start(port: u16, to: u16) -> Link {
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let link = Link { port, to, cut };
+        link.listen().await;
+        link
+    }
+
+    async fn listen(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap_or_else(|e| panic!("relay port {}: {e}", self.port));
+        let (to, mut cut) = (self.to, self.cut.subscribe());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    _ = cut.changed() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                };
+                let mut cut = cut.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cut.changed() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+    }
+
+    /// Cuts the link: every connection through it is closed, and new ones are refused.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Restores a cut link.
+    pub async fn restore(&self) {
+        self.cut.send_replace(false);
+        self.listen().await;
+    }
+}
+
 impl Sites {
-    /// Starts the hub and one leaf node per name in `edge`; returns once every leaf is joined.
+    /// Starts the hub and one leaf node per name in `edge`, each mapping the JetStream API onto
+    /// the hub's domain (no JetStream at the site); returns once every leaf is joined.
     pub async fn start(edge: &[&str]) -> Sites {
+        Sites::start_with(edge, false).await
+    }
+
+    /// As [`Sites::start`], each leaf node with JetStream of its own in domain `<site>`, where
+    /// a site's own intake and scheduler keep the requests they accept (the site serves its
+    /// clients when its uplink is cut).
+    pub async fn start_local(edge: &[&str]) -> Sites {
+        Sites::start_with(edge, true).await
+    }
+
+    async fn start_with(edge: &[&str], local_jetstream: bool) -> Sites {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .unwrap_or("nats-server");
-        let (port, leaf_port) = (free_port(), free_port());
+        let (port, leaf_port, nowhere) = (free_port(), free_port(), free_port());
+        // A leaf node adds the leaf-node URL a hub advertises to the ones it dials, and would
+        // reconnect to the hub's port around the relay of a cut link: the hub advertises an
+        // address nothing listens on, so each leaf reaches it only through its site's relay.
         let hub_conf = format!(
             "server_name: hub\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\n\
              jetstream {{\n  domain: hub\n  store_dir: {:?}\n  max_memory_store: 3GB\n}}\n\
-             leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n}}\n",
+             leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n  advertise: \"127.0.0.1:{nowhere}\"\n}}\n",
             dir.path().join("hub").display().to_string()
         );
         let mut sites = Sites {
             hub: format!("nats://127.0.0.1:{port}"),
             leaves: Vec::new(),
+            links: Vec::new(),
             procs: Vec::new(),
             _dir: dir,
         };
         sites.spawn(server, "hub", &hub_conf);
         wait_tcp(port).await;
         for site in edge {
-            let p = free_port();
+            let (p, uplink) = (free_port(), free_port());
+            sites
+                .links
+                .push(((*site).to_owned(), Link::start(uplink, leaf_port).await));
+            let jetstream = if local_jetstream {
+                format!(
+                    "jetstream {{\n  domain: {site}\n  store_dir: {:?}\n  max_memory_store: 1GB\n}}\n",
+                    sites._dir.path().join(site).display().to_string()
+                )
+            } else {
+                "mappings: {\n  \"$JS.API.>\": \"$JS.hub.API.>\"\n}\n".to_owned()
+            };
             let conf = format!(
-                "server_name: leaf-{site}\nlisten: 127.0.0.1:{p}\nmax_payload: 8MB\n\
-                 mappings: {{\n  \"$JS.API.>\": \"$JS.hub.API.>\"\n}}\n\
-                 leafnodes {{\n  remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ]\n}}\n"
+                "server_name: leaf-{site}\nlisten: 127.0.0.1:{p}\nmax_payload: 8MB\n{jetstream}\
+                 leafnodes {{\n  remotes: [ {{ url: \"nats-leaf://127.0.0.1:{uplink}\" }} ]\n}}\n"
             );
             sites.spawn(server, &format!("leaf-{site}"), &conf);
             wait_tcp(p).await;
@@ -143,32 +241,57 @@ impl Sites {
                 .leaves
                 .push(((*site).to_owned(), format!("nats://127.0.0.1:{p}")));
         }
-        // Joined once a subscription on each leaf is seen from the hub.
-        let hub = async_nats::connect(&sites.hub).await.expect("hub up");
-        for (site, url) in &sites.leaves {
-            let leaf = async_nats::connect(url.as_str()).await.expect("leaf up");
-            let subject = format!("sites.ready.{site}");
-            let mut sub = leaf.subscribe(subject.clone()).await.expect("subscribe");
-            leaf.flush().await.expect("flush");
-            let start = Instant::now();
-            loop {
-                hub.publish(subject.clone(), "x".into())
-                    .await
-                    .expect("publish");
-                hub.flush().await.expect("flush");
-                if tokio::time::timeout(Duration::from_millis(200), sub.next())
-                    .await
-                    .is_ok()
-                {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "leaf node {site} did not join the hub"
-                );
-            }
+        for (site, _) in &sites.leaves {
+            sites.wait_joined(site).await;
         }
         sites
+    }
+
+    /// Waits until `site`'s leaf node is joined to the hub: a subscription on the leaf is seen
+    /// from the hub.
+    pub async fn wait_joined(&self, site: &str) {
+        let hub = async_nats::connect(&self.hub).await.expect("hub up");
+        let leaf = async_nats::connect(self.leaf(site)).await.expect("leaf up");
+        let subject = format!("sites.ready.{site}");
+        let mut sub = leaf.subscribe(subject.clone()).await.expect("subscribe");
+        leaf.flush().await.expect("flush");
+        let start = Instant::now();
+        loop {
+            hub.publish(subject.clone(), "x".into())
+                .await
+                .expect("publish");
+            hub.flush().await.expect("flush");
+            if tokio::time::timeout(Duration::from_millis(200), sub.next())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "leaf node {site} did not join the hub"
+            );
+        }
+    }
+
+    /// Cuts `site`'s uplink: its leaf node and everything connected to it keep running, cut off
+    /// from the hub, until [`Sites::restore_link`].
+    pub fn cut_link(&self, site: &str) {
+        self.link(site).cut();
+    }
+
+    /// Restores `site`'s uplink and waits until its leaf node has joined the hub again.
+    pub async fn restore_link(&self, site: &str) {
+        self.link(site).restore().await;
+        self.wait_joined(site).await;
+    }
+
+    fn link(&self, site: &str) -> &Link {
+        self.links
+            .iter()
+            .find(|(s, _)| s == site)
+            .map(|(_, l)| l)
+            .unwrap_or_else(|| panic!("no link for {site}"))
     }
 
     fn spawn(&mut self, server: &str, name: &str, conf: &str) {
@@ -435,11 +558,13 @@ impl Cluster {
 
     /// Starts (or restarts) the scheduler.
     pub fn spawn_scheduler(&mut self) {
-        let env = [
-            (
-                "SYNERGAI_HTTP__LISTEN",
-                self.ops_addr("scheduler").to_string(),
-            ),
+        let env = self.scheduler_env("scheduler");
+        self.spawn("scheduler", "synergai-scheduler", &[], &env);
+    }
+
+    fn scheduler_env(&mut self, name: &str) -> [(&'static str, String); 6] {
+        [
+            ("SYNERGAI_HTTP__LISTEN", self.ops_addr(name).to_string()),
             ("SYNERGAI_SCHEDULER__POLICY", self.policy.clone()),
             ("SYNERGAI_SCHEDULER__LOST_AFTER_HEARTBEATS", "4".into()),
             ("SYNERGAI_SCHEDULER__REDELIVER_AFTER_MS", "2000".into()),
@@ -449,8 +574,7 @@ impl Cluster {
                 (256u64 << 20).to_string(),
             ),
             ("SYNERGAI_CATALOG", "assets/catalog.json".into()),
-        ];
-        self.spawn("scheduler", "synergai-scheduler", &[], &env);
+        ]
     }
 
     fn spawn_intake(&mut self) {
@@ -477,6 +601,9 @@ impl Cluster {
         let mut env = vec![("SYNERGAI_CONFIG", path.display().to_string())];
         if let Some(url) = &w.nats {
             env.push(("SYNERGAI_NATS__URL", url.clone()));
+        }
+        for (k, v) in &w.env {
+            env.push((k.as_str(), v.clone()));
         }
         let name = w.id.clone();
         self.spawn(&name, "synergai-worker", &["serve"], &env);
@@ -520,6 +647,43 @@ impl Cluster {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `schedulers` scheduler instances each know `workers` workers (every
+    /// instance answers on the control subject).
+    pub async fn wait_schedulers(&self, schedulers: usize, workers: u32) {
+        let start = Instant::now();
+        let body = serde_json::to_vec(&SchedulerControl { policy: None }).unwrap_or_default();
+        loop {
+            let inbox = self.nats.new_inbox();
+            let mut sub = self.nats.subscribe(inbox.clone()).await.expect("subscribe");
+            self.nats
+                .publish_with_reply(
+                    self.subjects.scheduler_control(),
+                    inbox,
+                    body.clone().into(),
+                )
+                .await
+                .expect("publish");
+            let mut ready = std::collections::BTreeSet::new();
+            while let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(300), sub.next()).await
+            {
+                if let Ok(s) = serde_json::from_slice::<SchedulerState>(&m.payload)
+                    && s.workers == workers
+                {
+                    ready.insert(s.scheduler);
+                }
+            }
+            if ready.len() >= schedulers {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "schedulers ready {ready:?}, wanted {schedulers} knowing {workers} workers:\n{}",
+                self.logs()
+            );
         }
     }
 
@@ -699,8 +863,19 @@ impl Cluster {
         extra_headers: &str,
         body: &[u8],
     ) -> std::io::Result<HttpReply> {
+        Cluster::http_at(self.http, method, path, extra_headers, body).await
+    }
+
+    /// As [`Cluster::http`], to the HTTP endpoint at `addr` (another intake's).
+    pub async fn http_at(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        extra_headers: &str,
+        body: &[u8],
+    ) -> std::io::Result<HttpReply> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(self.http).await?;
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra_headers}\r\n",
             body.len()
@@ -900,6 +1075,28 @@ impl Cluster {
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let env = [("SYNERGAI_HTTP__LISTEN", http.to_string())];
         self.spawn(name, "synergai-intake", &[], &env);
+        http
+    }
+
+    /// Starts an intake and a scheduler of their own for edge site `site`, connected to its
+    /// leaf node at `leaf` and keeping what they accept in the site's JetStream domain `site`
+    /// ([`Sites::start_local`]): `intake-<site>` (its HTTP endpoint on a free port, returned)
+    /// and `scheduler-<site>`.
+    pub fn spawn_site(&mut self, site: &str, leaf: &str) -> SocketAddr {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let at_site = [
+            ("SYNERGAI_NATS__URL", leaf.to_owned()),
+            ("SYNERGAI_NATS__JETSTREAM_DOMAIN", site.to_owned()),
+        ];
+        let mut env = at_site.to_vec();
+        env.push(("SYNERGAI_HTTP__LISTEN", http.to_string()));
+        env.push(("SYNERGAI_INTAKE__SITE", site.to_owned()));
+        self.spawn(&format!("intake-{site}"), "synergai-intake", &[], &env);
+        let name = format!("scheduler-{site}");
+        let mut env = at_site.to_vec();
+        env.extend(self.scheduler_env(&name));
+        env.push(("SYNERGAI_SCHEDULER__ID", name.clone()));
+        self.spawn(&name, "synergai-scheduler", &[], &env);
         http
     }
 

@@ -343,6 +343,10 @@ async fn shipped_permissions_serve_the_pipeline_and_refuse_everything_else(
         &[
             ("0.0.0.0:4222", format!("127.0.0.1:{leaf_client_port}")),
             ("0.0.0.0:8222", format!("127.0.0.1:{leaf_monitor}")),
+            (
+                "/data/jetstream",
+                dir.path().join("js-edge-a").display().to_string(),
+            ),
         ],
         &env,
     )
@@ -419,7 +423,9 @@ async fn shipped_permissions_serve_the_pipeline_and_refuse_everything_else(
     ));
     let workers = [
         WorkerSpec::new("cloud-1", "cloud", "cloud", "0", &[MODEL]),
-        WorkerSpec::new("edge-a-1", "edge-a", "edge", "1", &[MODEL]).via(&leaf.url),
+        WorkerSpec::new("edge-a-1", "edge-a", "edge", "1", &[MODEL])
+            .via(&leaf.url)
+            .with_env("SYNERGAI_NATS__JETSTREAM_DOMAIN", "edge-a"),
     ];
     let admin_cfg = NatsConfig {
         url: hub.url.clone(),
@@ -427,15 +433,19 @@ async fn shipped_permissions_serve_the_pipeline_and_refuse_everything_else(
         ..NatsConfig::default()
     }
     .with_user("admin", &pw["admin"]);
-    let cluster = Cluster::start_as(
+    // The hub's services in its JetStream domain; the edge site's own intake and scheduler on
+    // its leaf node, in the site's, with the same users as the hub's.
+    let mut cluster = Cluster::start_as(
         admin_cfg,
         &database_url(&pool),
         "round-robin",
         &workers,
-        &[],
+        &[("SYNERGAI_NATS__JETSTREAM_DOMAIN", "hub".into())],
         &bin_env,
     )
     .await;
+    cluster.spawn_site("edge-a", &leaf.url);
+    cluster.wait_schedulers(2, 2).await;
 
     // A spy with every right sees what reaches the server on the job and event subjects.
     let spy = cluster.nats.clone();
@@ -456,7 +466,8 @@ async fn shipped_permissions_serve_the_pipeline_and_refuse_everything_else(
         sites.contains_key("cloud") && sites.contains_key("edge-a"),
         "both sites serve: {sites:?}"
     );
-    // ... and so does a client at the edge site, on the leaf node.
+    // ... and so does a client at the edge site, on the leaf node (its site's intake and
+    // scheduler, in the site's JetStream domain).
     let (edge_client, _) = connect_as(&leaf.url, "client", &pw["client"]).await?;
     infer_as_client(&edge_client, 9)
         .await

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use sqlx::PgPool;
+use synergai_contract::Subjects;
 use synergai_e2e::{
     Cluster, NatsServer, PrivatePostgres, Sites, WorkerSpec, catalog, database_url,
 };
@@ -98,12 +99,14 @@ impl Load {
     }
 
     fn start_mix(cluster: &Cluster, mix: &str) -> Load {
+        Load::start_on(cluster.nats.clone(), cluster.subjects.clone(), mix)
+    }
+
+    /// A load sent from `client` (a client at another site: connected to its leaf node).
+    fn start_on(client: async_nats::Client, subjects: Subjects, mix: &str) -> Load {
         let plan = plan(mix);
         let progress = Arc::new(Progress::default());
-        let target = Target::Nats {
-            client: cluster.nats.clone(),
-            subjects: cluster.subjects.clone(),
-        };
+        let target = Target::Nats { client, subjects };
         let t0 = Instant::now();
         let task = {
             let (plan, progress) = (plan.clone(), progress.clone());
@@ -626,5 +629,117 @@ async fn an_edge_site_cut_off_rejoins(pool: PgPool) {
         "the edge worker did not serve again after its link returned\n{}",
         cluster.logs()
     );
+    cluster.stop().await;
+}
+
+/// Case 7: an edge site's uplink cut, the site running JetStream of its own (domain `edge-a`),
+/// an intake and a scheduler, as compose and Kubernetes run edge sites. Both sites' clients send
+/// a steady load, and each site's scheduler places on both sites' workers. While cut off, the site
+/// keeps serving its own clients on its own worker, and the hub's clients are served by the cloud
+/// worker. Once the link is back, each site's requests reach the other's worker again. Nothing is
+/// lost or answered twice at either site.
+#[sqlx::test(migrator = "synergai_store::MIGRATOR")]
+async fn an_edge_site_cut_off_keeps_serving_its_clients(pool: PgPool) {
+    let sites = Sites::start_local(&["edge-a"]).await;
+    let workers = [
+        WorkerSpec::new("edge-a-1", "edge-a", "edge", "0", &[MODEL])
+            .via(sites.leaf("edge-a"))
+            .with_env("SYNERGAI_NATS__JETSTREAM_DOMAIN", "edge-a"),
+        WorkerSpec::new("cloud-1", "cloud", "cloud", "1", &[MODEL]),
+    ];
+    let mut cluster = Cluster::start_on(
+        sites.hub(),
+        &database_url(&pool),
+        "round-robin",
+        &workers,
+        &[("SYNERGAI_NATS__JETSTREAM_DOMAIN", "hub".into())],
+    )
+    .await;
+    let edge_intake = cluster.spawn_site("edge-a", sites.leaf("edge-a"));
+    cluster.wait_schedulers(2, 2).await;
+    let edge_client = async_nats::connect(sites.leaf("edge-a"))
+        .await
+        .expect("leaf up");
+    let mix = format!("{MODEL}=1");
+    let at_edge = Load::start_on(edge_client, cluster.subjects.clone(), &mix);
+    let at_hub = Load::start(&cluster);
+    let fault_ms = at_edge.reach(0.25).await;
+    let hub_fault_ms = at_hub.now_ms();
+    sites.cut_link("edge-a");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (cut_end_ms, hub_cut_end_ms) = (at_edge.now_ms(), at_hub.now_ms());
+    sites.restore_link("edge-a").await;
+    let (back_ms, hub_back_ms) = (at_edge.now_ms(), at_hub.now_ms());
+    let edge = at_edge.finish().await;
+    let hub = at_hub.finish().await;
+    let logs = cluster.logs();
+    check(
+        "edge site's uplink cut 4 s: the site's clients",
+        &edge,
+        fault_ms,
+        &[503, 504],
+        &none(),
+        &logs,
+    );
+    check(
+        "edge site's uplink cut 4 s: the hub's clients",
+        &hub,
+        hub_fault_ms,
+        &[503, 504],
+        &none(),
+        &logs,
+    );
+    // Sent while cut off (a second after the cut, once each scheduler has found the other
+    // site's worker lost): every request answered with a result, at its own site.
+    let during = |records: &[Record], from: f64, to: f64, site: &str| -> usize {
+        let cut: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.sent_ms > from + 1000.0 && r.sent_ms < to)
+            .collect();
+        let elsewhere: Vec<String> = cut
+            .iter()
+            .filter(|r| r.code != 200 || r.site.as_deref() != Some(site))
+            .map(|r| format!("#{} code {} at {:?} {:?}", r.seq, r.code, r.site, r.error))
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "sent while cut off and not served at {site}: {elsewhere:?}\n{logs}"
+        );
+        cut.len()
+    };
+    let served_cut_off = during(&edge, fault_ms, cut_end_ms, "edge-a");
+    assert!(served_cut_off > 0, "nothing sent at the site while cut off");
+    during(&hub, hub_fault_ms, hub_cut_end_ms, "cloud");
+    // Joined again: each site's scheduler uses the other site's worker again.
+    let reached = |records: &[Record], from: f64, site: &str| {
+        records
+            .iter()
+            .any(|r| r.sent_ms > from && r.code == 200 && r.site.as_deref() == Some(site))
+    };
+    assert!(
+        reached(&edge, back_ms, "cloud"),
+        "the site's requests did not reach the cloud worker after the link returned\n{logs}"
+    );
+    assert!(
+        reached(&hub, hub_back_ms, "edge-a"),
+        "the hub's requests did not reach the edge worker after the link returned\n{logs}"
+    );
+    // The site's clients were served by their own site's intake throughout (NATS hands a
+    // request to a queue-group member on the server it was published to first), and the
+    // hub's by the hub's.
+    let metrics = Cluster::http_at(edge_intake, "GET", "/metrics", "", b"")
+        .await
+        .expect("edge intake metrics");
+    let accepted: f64 = String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .filter(|l| l.starts_with("synergai_intake_accepted_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        accepted as usize,
+        edge.len(),
+        "requests accepted by the edge site's intake against those its clients sent"
+    );
+    println!("served at the cut-off site while cut off: {served_cut_off} requests");
     cluster.stop().await;
 }

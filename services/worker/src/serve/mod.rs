@@ -7,6 +7,7 @@
 //! telemetry and a per-request outcome. SIGTERM drains it: no new jobs, queued ones finish
 //! (those still queued at the drain timeout are answered 503), then it exits.
 
+pub mod domains;
 pub mod executor;
 pub mod queue;
 pub mod seen;
@@ -29,7 +30,7 @@ use synergai_contract::serving::{
 };
 use synergai_contract::store::{JobObservation, Outcome, ProfileKey, WorkerStatus};
 use synergai_contract::{ErrorCode, Tensor, Token};
-use synergai_platform::nats::{self as pnats, ReplyClaims};
+use synergai_platform::nats as pnats;
 use synergai_platform::{ops, telemetry};
 use synergai_store_client::{ColdStart, EventPublisher, ProfileCache};
 use tokio::sync::mpsc;
@@ -37,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use self::domains::Domains;
 use self::executor::{Done, Executor};
 use self::queue::{Job, JobQueue};
 use self::seen::Seen;
@@ -71,9 +73,9 @@ pub enum ServeError {
 /// Identity and addresses shared by the service's tasks.
 struct Ctx {
     nats: Client,
-    /// The work queue of accepted requests, where dispatched jobs' bodies are read.
-    requests: jetstream::stream::Stream<()>,
-    claims: ReplyClaims,
+    /// Per JetStream domain, the work queue where dispatched jobs' bodies are read and the
+    /// stream where their replies are claimed.
+    domains: Domains,
     events: EventPublisher,
     queue: Arc<JobQueue>,
     /// Request ids taken lately: a request dispatched here again is not run again.
@@ -141,9 +143,9 @@ pub async fn serve(
 
     let nats = pnats::connect(&cfg.nats, &format!("synergai-worker-{id}")).await?;
     let subjects = cfg.nats.subjects();
-    let claims = ReplyClaims::open(&nats, &subjects, Duration::from_secs(600))
+    let own = Domains::open_own(&nats, &subjects)
         .await
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
+        .map_err(ServeError::Setup)?;
     let profiles = ProfileCache::new(nats.clone(), subjects.clone(), ColdStart::default());
     let follower = profiles.follow(Duration::from_secs(30), cancel.clone());
 
@@ -201,15 +203,10 @@ pub async fn serve(
     };
     tracing::info!(worker = %id, site = %site, models = ?served, configs = loaded.len(), "models loaded");
 
-    let requests = jetstream::new(nats.clone())
-        .get_stream_no_info(subjects.request_stream())
-        .await
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
     let ctx = Arc::new(Ctx {
-        requests,
+        domains: Domains::new(nats.clone(), subjects.clone(), own),
         events: EventPublisher::new(nats.clone(), subjects.clone()),
         nats: nats.clone(),
-        claims,
         queue: queue.clone(),
         seen: Seen::new(SEEN_KEEP, SEEN_CAP),
         status: WorkerStatus {
@@ -376,11 +373,15 @@ async fn take_jobs(
 
 /// Reads a job's body from the work queue stream: a direct get (any replica answers), or the
 /// stream API where direct gets are not allowed.
-async fn fetch_body(ctx: &Ctx, seq: u64) -> Result<jetstream::message::StreamMessage, String> {
-    match ctx.requests.direct_get(seq).await {
+async fn fetch_body(
+    ctx: &Ctx,
+    domain: Option<&str>,
+    seq: u64,
+) -> Result<jetstream::message::StreamMessage, String> {
+    let requests = &ctx.domains.get(domain).await?.requests;
+    match requests.direct_get(seq).await {
         Ok(m) => Ok(m),
-        Err(direct) => ctx
-            .requests
+        Err(direct) => requests
             .get_raw_message(seq)
             .await
             .map_err(|e| format!("{direct}; {e}")),
@@ -449,19 +450,21 @@ async fn accept(ctx: &Ctx, worker: &Worker, msg: Message) -> DispatchAck {
     let trace = telemetry::continue_trace(&span, pnats::trace_of(msg.headers.as_ref()).as_ref());
     // The body: in the work queue stream (the scheduler sends only its sequence), or inline.
     let (payload, headers) = match meta.body_seq {
-        Some(seq) if msg.payload.is_empty() => match fetch_body(ctx, seq)
-            .instrument(tracing::info_span!(parent: &span, "fetch_body", seq = seq as i64))
-            .await
-        {
-            Ok(m) => (m.payload, Some(m.headers)),
-            Err(e) => {
-                ctx.seen.forget(&id);
-                return refuse(
-                    format!("request body (work queue sequence {seq}) unreadable: {e}"),
-                    queued,
-                );
+        Some(seq) if msg.payload.is_empty() => {
+            match fetch_body(ctx, meta.job.domain.as_deref(), seq)
+                .instrument(tracing::info_span!(parent: &span, "fetch_body", seq = seq as i64))
+                .await
+            {
+                Ok(m) => (m.payload, Some(m.headers)),
+                Err(e) => {
+                    ctx.seen.forget(&id);
+                    return refuse(
+                        format!("request body (work queue sequence {seq}) unreadable: {e}"),
+                        queued,
+                    );
+                }
             }
-        },
+        }
         _ => (msg.payload.clone(), msg.headers.clone()),
     };
     // The intake validated the request; a body that still fails here is answered 400 directly.
@@ -592,7 +595,11 @@ async fn heartbeat(ctx: &Ctx) {
 /// Claims the reply to a job; true if this worker must send it. If the claim store cannot be
 /// reached, the worker answers anyway: a reply that might be a duplicate beats none.
 async fn claim(ctx: &Ctx, job: &Job) -> bool {
-    match ctx.claims.claim(job.id(), &ctx.status.id).await {
+    let claimed = match ctx.domains.get(job.meta.job.domain.as_deref()).await {
+        Ok(d) => d.claims.claim(job.id(), &ctx.status.id).await,
+        Err(e) => Err(pnats::ClaimError::new(e)),
+    };
+    match claimed {
         Ok(won) => {
             if !won {
                 tracing::info!(

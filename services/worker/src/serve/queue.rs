@@ -44,6 +44,7 @@ impl Job {
             request_id: self.meta.job.request_id.clone(),
             reply: self.meta.job.reply.clone(),
             deadline_us: self.meta.job.deadline_us,
+            domain: self.meta.job.domain.clone(),
         }
     }
 }
@@ -266,6 +267,7 @@ mod tests {
                     samples: 1,
                     payload_bytes: 0,
                     ingress_site: "local".into(),
+                    domain: None,
                 },
                 engine: "ort".into(),
                 threads: 1,
