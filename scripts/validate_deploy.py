@@ -513,15 +513,8 @@ def check_compose(ws: Workspace, compose_bin: str, r: Report) -> None:
             scheduler_ids[sid] = name
         # A mounted config file named by SYNERGAI_CONFIG.
         if ENV_CONFIG_FILE in env:
-            mounted = None
-            for v in svc.get("volumes") or []:
-                if isinstance(v, str):
-                    parts = v.split(":")
-                    src, dst = parts[0], parts[1] if len(parts) > 1 else ""
-                else:
-                    src, dst = v.get("source", ""), v.get("target", "")
-                if dst == env[ENV_CONFIG_FILE]:
-                    mounted = Path(src)
+            src = mounts(svc).get(env[ENV_CONFIG_FILE])
+            mounted = Path(src) if src is not None else None
             if mounted is None:
                 r.error(f"{where}: SYNERGAI_CONFIG={env[ENV_CONFIG_FILE]} is not a mounted file")
             elif not mounted.is_file():
