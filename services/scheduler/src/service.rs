@@ -687,8 +687,11 @@ fn place_and_dispatch(
         let ctx = ctx.clone();
         let exclude = exclude.clone();
         // The request's `schedule` span: the decision, as attributes; the worker's span is its
-        // child.
+        // child. Its parent is the request's trace (below), not the span this runs in: a request
+        // placed again (waiting for a worker, re-dispatched) gets a sibling span per attempt
+        // rather than one nested in the last.
         let span = tracing::info_span!(
+            parent: None,
             "schedule",
             model = job.meta.model.as_str(),
             request_id = job.meta.request_id.as_str(),
